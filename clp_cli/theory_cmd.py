@@ -1,0 +1,5 @@
+"""`clp theory ...` commands."""
+
+
+def add_parser(groups) -> None:
+    groups.add_parser("theory", help="(under construction)")
