@@ -34,3 +34,12 @@ def kl_weight_mix(ref_logp: np.ndarray, log_pi: np.ndarray, lam: np.ndarray) -> 
     lam = np.asarray(lam, dtype=np.float64)
     w = np.stack([1 - lam, lam], axis=1)  # (K, 2)
     return logit_mix(np.stack([ref_logp, log_pi]), w)
+
+
+def mix_parameters(thetas: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Parameter mixing ``theta(w) = sum_i w_i theta_i`` (CLP, Rewarded Soups) for numpy parameters.
+
+    Args: ``thetas`` ``[m, ...]``, ``w`` ``[K, m]``. Returns ``[K, ...]``.
+    (The PyTorch version for ``nn.Module`` parameters lives in ``clp_min.conditioning``.)
+    """
+    return np.tensordot(w, thetas, axes=(1, 0))
