@@ -11,8 +11,15 @@ import sys
 from clp_cli import clp_min_cmd, theory_cmd, toy_cmd
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line (exit status 2), like every other refusal."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clp", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="clp", description="Check and teach Conditional Language Policies.")
     groups = parser.add_subparsers(dest="group", required=True)
     theory_cmd.add_parser(groups)
     toy_cmd.add_parser(groups)

@@ -1,5 +1,106 @@
-"""`clp theory ...` commands."""
+"""`clp theory solve | front | random`: the exact oracle on JSON instances (DESIGN.md)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from theory.checks import check_beta, check_weights
 
 
 def add_parser(groups) -> None:
-    groups.add_parser("theory", help="(under construction)")
+    theory = groups.add_parser("theory", help="exact optima, zero-shot mixtures and fronts of JSON instances")
+    cmds = theory.add_subparsers(dest="command", required=True)
+
+    solve = cmds.add_parser("solve", help="optimum, zero-shot mixture and gap at one weighting")
+    solve.add_argument("instance", help="instance JSON file (bandit or tree, DESIGN.md format)")
+    solve.add_argument("--weights", required=True, help="weighting on the simplex, e.g. 0.3,0.7")
+    solve.add_argument("--beta", required=True, help="KL weight beta > 0")
+    solve.set_defaults(run=run_solve)
+
+    front = cmds.add_parser("front", help="exact front vs zero-shot front on a weighting grid (JSON + PNG)")
+    front.add_argument("instance", help="instance JSON file")
+    front.add_argument("--beta", required=True, help="KL weight beta > 0")
+    front.add_argument("--points", type=int, default=21, help="grid points per simplex edge (default 21)")
+    front.add_argument("--out", default="runs/theory-front", help="folder for front.json and front.png")
+    front.set_defaults(run=run_front)
+
+    rand = cmds.add_parser("random", help="print a random instance as JSON")
+    rand.add_argument("kind", choices=["bandit", "tree"], help="instance kind")
+    rand.add_argument("--seed", type=int, default=0, help="random seed")
+    rand.add_argument("--rewards", type=int, default=2, help="number of rewards m")
+    rand.add_argument("--vocab", type=int, default=3, help="tree: vocabulary size V")
+    rand.add_argument("--horizon", type=int, default=3, help="tree: number of tokens T")
+    rand.add_argument("--contexts", type=int, default=1, help="bandit: number of contexts X")
+    rand.add_argument("--responses", type=int, default=5, help="bandit: number of responses Y")
+    rand.add_argument("--scale", type=float, default=1.0, help="reward scale")
+    rand.add_argument("--misalignment", type=float, default=None,
+                      help="build an aligned family with exactly this misalignment eps (>= 0)")
+    rand.set_defaults(run=run_random)
+
+
+def parse_weights(text: str, m: int) -> np.ndarray:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"weights: not a comma-separated list of numbers: {text!r}") from None
+    return check_weights(values, m)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj
+
+
+def _first(sol: dict) -> dict:
+    """The single weighting's answer out of a batched K = 1 solution."""
+    return {k: _first(v) if isinstance(v, dict) else (v[0] if isinstance(v, np.ndarray) else v)
+            for k, v in sol.items()}
+
+
+def run_solve(args) -> int:
+    from theory.instances import load_instance
+    from theory.solve import solve
+
+    instance = load_instance(args.instance)
+    beta = check_beta(args.beta)
+    w = parse_weights(args.weights, instance.m)
+    print(json.dumps(_jsonable(_first(solve(instance, w, beta))), indent=2))
+    return 0
+
+
+def run_front(args) -> int:
+    from theory.front import exact_and_zero_shot_front, plot_front
+    from theory.instances import load_instance
+
+    instance = load_instance(args.instance)
+    beta = check_beta(args.beta)
+    front = exact_and_zero_shot_front(instance, beta, args.points)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "front.json").write_text(json.dumps(_jsonable(front), indent=1))
+    plot_front(front, out / "front.png", title=f"{Path(args.instance).name}, beta = {beta:g}")
+    print(json.dumps(_jsonable(front["measures"]), indent=2))
+    print(f"wrote {out / 'front.json'} and {out / 'front.png'}", file=sys.stderr)
+    return 0
+
+
+def run_random(args) -> int:
+    from theory.random_instances import random_bandit, random_tree
+
+    rng = np.random.default_rng(args.seed)
+    if args.kind == "bandit":
+        inst = random_bandit(rng, contexts=args.contexts, responses=args.responses, rewards=args.rewards,
+                             scale=args.scale, misalignment=args.misalignment)
+    else:
+        inst = random_tree(rng, vocab=args.vocab, horizon=args.horizon, rewards=args.rewards,
+                           scale=args.scale, misalignment=args.misalignment)
+    print(json.dumps(inst.to_json()))
+    return 0

@@ -50,3 +50,21 @@ def solve_tree(tree: Tree, w: np.ndarray, beta: float) -> dict:
 def solve(instance: Bandit | Tree, w: np.ndarray, beta: float) -> dict:
     """Dispatch on the instance kind; ``w`` is ``[K, m]`` (already checked)."""
     return solve_tree(instance, w, beta) if isinstance(instance, Tree) else solve_bandit(instance, w, beta)
+
+
+def policy_values(instance: Bandit | Tree, log_pi, w: np.ndarray, beta: float) -> dict:
+    """Exact (R, K, J_w) of a policy: ``[K, X, Y]`` for a bandit, a list by depth for a tree."""
+    if isinstance(instance, Tree):
+        return tr.sequence_stats(instance, log_pi, w, beta)
+    return gibbs.bandit_stats(instance, log_pi, w, beta)
+
+
+def reference_point(instance: Bandit | Tree, beta: float) -> dict:
+    """(R, K = 0, J) of pi_ref itself: the default reference point of the front measures."""
+    w = np.full((1, instance.m), 1.0 / instance.m)
+    if isinstance(instance, Tree):
+        log_ref = [lp[None] for lp in instance.ref_logp]
+    else:
+        log_ref = instance.ref_logp[None]
+    stats = policy_values(instance, log_ref, w, beta)
+    return {"rewards": stats["rewards"][0], "kl": float(stats["kl"][0])}
