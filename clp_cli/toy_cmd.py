@@ -1,5 +1,45 @@
-"""`clp toy ...` commands."""
+"""`clp toy ...` commands: the simulations of toy/ (issue 3). No math lives here."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 
 def add_parser(groups) -> None:
-    groups.add_parser("toy", help="(under construction)")
+    toy = groups.add_parser("toy", help="toy simulations that check the claims of THEORY.md")
+    sub = toy.add_subparsers(dest="toy_command", required=True)
+
+    claims = sub.add_parser("claims", help="run E1..E6, write claims.json, report.md and figures; "
+                                           "exit 1 if any claim fails")
+    claims.add_argument("--quick", action="store_true", help="small sizes (under 2 minutes on 2 CPU cores)")
+    claims.add_argument("--out", default="runs/toy-claims", help="output directory")
+    claims.add_argument("--seed", type=int, default=0, help="master seed")
+    claims.set_defaults(run=_claims)
+
+    run = sub.add_parser("run", help="run some experiments only (their claims, JSON and figures)")
+    run.add_argument("experiments", nargs="+", help="experiment names: E1 .. E6")
+    run.add_argument("--quick", action="store_true", help="small sizes")
+    run.add_argument("--out", default="runs/toy", help="output directory")
+    run.add_argument("--seed", type=int, default=0, help="master seed")
+    run.set_defaults(run=_claims)
+
+
+def _claims(args) -> int:
+    import torch
+
+    from toy.claims import CLAIMS, run_claims
+    from toy.experiments import ToyConfig
+
+    torch.set_num_threads(1)
+    names = getattr(args, "experiments", None)
+    for name in names or []:
+        if name not in CLAIMS:
+            raise ValueError(f"experiments: unknown {name!r}; choose from {', '.join(CLAIMS)}")
+    cfg = ToyConfig.quick(args.seed) if args.quick else ToyConfig.full(args.seed)
+    claims = run_claims(cfg, Path(args.out), names, progress=sys.stderr.isatty())
+    width = max(len(c.id) for c in claims)
+    for c in claims:
+        print(f"{c.status:4}  {c.id:{width}}  {c.value:.4g} ({c.threshold})  {c.statement}")
+    failed = [c.id for c in claims if c.passed is False]
+    print(f"{len(claims) - len(failed)} of {len(claims)} ok; report: {Path(args.out) / 'report.md'}")
+    return 1 if failed else 0

@@ -95,7 +95,8 @@ def pairwise_oscillation(tree: Tree) -> tuple:
     """
     m, V, T = tree.m, tree.vocab, tree.horizon
     pairs = [(i, j) for i in range(m) for j in range(i + 1, m)]
-    diff = np.stack([tree.rewards[:, i] - tree.rewards[:, j] for i, j in pairs])  # (P, V^T)
+    first, second = [i for i, _ in pairs], [j for _, j in pairs]
+    diff = (tree.rewards[:, first] - tree.rewards[:, second]).T  # (P, V^T); P = 0 when m = 1
     hi, lo = diff, diff
     osc = [None] * T + [np.zeros_like(diff)]
     for t in reversed(range(T)):

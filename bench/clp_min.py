@@ -1,0 +1,144 @@
+"""Speed of clp_min conditioning and decoding, as ratios (one run, CPU, one thread).
+
+(a) forward + backward of ParamConditioned (scopes logit, attn, full; one weighting per
+    batch ``w [m]`` and one per example ``w [B, m]``) over the unconditioned GPT;
+(b) decoding tokens/s of a conditioned model (parameter-conditioned, one pass per token)
+    against decoding-time realignment (2 passes) and two-model logit mixing (2 passes).
+
+    python bench/clp_min.py [--out DIR]
+
+Prints two markdown tables; with ``--out`` also writes ``clp_min_bench.json``.
+Times are medians over ``--repeats`` runs after one warm-up run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path and its name would shadow the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from clp_min import GPT, GPTConfig, ParamConditioned, logit_mix_sample, realign_sample, sample  # noqa: E402
+
+
+@dataclass
+class BenchConfig:
+    vocab_size: int = 64  # V
+    n_layer: int = 4  # transformer blocks
+    n_head: int = 4  # attention heads
+    n_embd: int = 64  # C
+    m: int = 2  # copies (rewards)
+    batch: int = 16  # B for forward + backward and for decoding
+    seq: int = 32  # T tokens for forward + backward
+    prompt: int = 8  # prompt length for decoding
+    new_tokens: int = 32  # tokens decoded per run
+    repeats: int = 5  # timed runs per case (median reported)
+    seed: int = 0  # torch seed
+    out: str | None = None  # directory for clp_min_bench.json (optional)
+
+
+def parse_args() -> BenchConfig:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name, default in asdict(BenchConfig()).items():
+        kind = str if name == "out" else type(default)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
+    return BenchConfig(**vars(parser.parse_args()))
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def forward_backward_table(cfg: BenchConfig, gpt: GPT, progress) -> list[dict]:
+    g = torch.Generator().manual_seed(cfg.seed)
+    idx = torch.randint(0, cfg.vocab_size, (cfg.batch, cfg.seq), generator=g)
+    w_batch = torch.full((cfg.m,), 1.0 / cfg.m)
+    w_each = torch.distributions.Dirichlet(torch.ones(cfg.m)).sample((cfg.batch,))
+    w_each = w_each / w_each.sum(1, keepdim=True)  # float32 rounding: back on the simplex within 1e-6
+
+    def step(run):
+        def fn():
+            logits, _ = run()
+            logits.float().logsumexp(-1).mean().backward()
+        return fn
+
+    base = median_time(step(lambda: gpt(idx)), cfg.repeats)
+    progress.update()
+    rows = []
+    for scope in ("logit", "attn", "full"):
+        pc = ParamConditioned.from_base(gpt, cfg.m, scope)
+        row = {"scope": scope}
+        for label, w in (("per_batch", w_batch), ("per_example", w_each)):
+            row[label] = median_time(step(lambda: pc(w, idx)), cfg.repeats) / base
+            progress.update()
+        rows.append(row)
+    return [{"scope": "unconditioned", "per_batch": 1.0, "per_example": 1.0, "seconds": base}] + rows
+
+
+def decoding_table(cfg: BenchConfig, gpt: GPT, progress) -> list[dict]:
+    g = torch.Generator().manual_seed(cfg.seed)
+    prompt = torch.randint(0, cfg.vocab_size, (cfg.batch, cfg.prompt), generator=g)
+    torch.manual_seed(cfg.seed + 1)
+    other = GPT(gpt.config)
+    pc = ParamConditioned.from_experts([gpt, other], "full")
+    w = torch.tensor([0.5, 0.5])
+    cases = {
+        "conditioned (full scope, 1 pass/token)": lambda gen: sample(pc, w, prompt, cfg.new_tokens, generator=gen),
+        "realignment (2 passes/token)": lambda gen: realign_sample(gpt, other, 0.5, prompt, cfg.new_tokens,
+                                                                   generator=gen),
+        "logit mixing, 2 models (2 passes/token)": lambda gen: logit_mix_sample([gpt, other], w, prompt,
+                                                                               cfg.new_tokens, generator=gen),
+    }
+    rows = []
+    for name, run in cases.items():
+        calls = run(torch.Generator().manual_seed(0)).model_calls
+        seconds = median_time(lambda: run(torch.Generator().manual_seed(0)), cfg.repeats)
+        rows.append({"method": name, "tokens_per_s": cfg.batch * cfg.new_tokens / seconds, "model_calls": calls})
+        progress.update()
+    for row in rows:
+        row["ratio"] = row["tokens_per_s"] / rows[0]["tokens_per_s"]
+    return rows
+
+
+def main():
+    cfg = parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(cfg.seed)
+    gpt = GPT(GPTConfig(vocab_size=cfg.vocab_size, block_size=max(cfg.seq, cfg.prompt + cfg.new_tokens),
+                        n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd))
+    with tqdm(total=10, disable=not sys.stderr.isatty(), desc="bench") as progress:
+        fb = forward_backward_table(cfg, gpt, progress)
+        dec = decoding_table(cfg, gpt, progress)
+
+    print(f"## Conditioned forward + backward / unconditioned (m={cfg.m}, B={cfg.batch}, T={cfg.seq}, "
+          f"C={cfg.n_embd}, {cfg.n_layer} layers; unconditioned {fb[0]['seconds'] * 1e3:.1f} ms)\n")
+    print("| scope | one w per batch | one w per example |\n|---|---|---|")
+    for row in fb:
+        print(f"| {row['scope']} | {row['per_batch']:.2f}x | {row['per_example']:.2f}x |")
+    print(f"\n## Decoding tokens/s (B={cfg.batch}, {cfg.new_tokens} new tokens; ratio to the conditioned model)\n")
+    print("| method | tokens/s | model calls | ratio |\n|---|---|---|---|")
+    for row in dec:
+        print(f"| {row['method']} | {row['tokens_per_s']:.0f} | {row['model_calls']} | {row['ratio']:.2f} |")
+    if cfg.out:
+        out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "clp_min_bench.json").write_text(json.dumps(
+            {"config": asdict(cfg), "forward_backward": fb, "decoding": dec}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""Parameter-space conditioning (CLP, THEORY.md section 4): one wrapper for any ``nn.Module``.
+
+The parameters chosen by a *scope* get ``m`` copies ``theta_1 .. theta_m``; the
+module runs with
+
+    theta_c(w) = sum_i w_i theta_i                      (mix_parameters, the one place)
+
+and every other parameter is shared and stored once. Built from ``m`` per-reward
+finetuned experts and never trained further, the wrapper *is* Rewarded Soups
+(THEORY.md P3, section 5): there is one code path for both.
+
+    pc = ParamConditioned.from_base(gpt, m=2, scope="attn")     # all copies = gpt
+    pc = ParamConditioned.from_experts([gpt_1, gpt_2], "full")  # Rewarded Soups
+    logits, cache = pc(w, idx, cache=None)    # w: [m] for the batch, or [B, m] per example
+    plain = pc.policy_at(w)                   # an ordinary module with theta_c(w) loaded
+
+Scopes (fnmatch patterns matched against every parameter name, aliases included):
+``"full"`` every parameter; ``"attn"`` the attention projections (``*.attn.c_attn.*``,
+``*.attn.c_proj.*``); ``"logit"`` the unembedding (``lm_head.*``, also inside a wrapper); or a list of patterns.
+A scope that matches no parameter is refused.
+
+Tied weights. A GPT with ``tie_weights=True`` has one matrix for the token
+embedding and the unembedding, so scope ``"logit"`` mixes that shared matrix,
+which changes the input embedding as well; the wrapper never unties silently.
+For pure unembedding conditioning (where parameter mixing equals logit mixing
+exactly, P3) build the GPT with ``tie_weights=False``.
+
+Per-example weightings ``[B, m]`` run the module once per example with its own
+mixed parameters, through ``torch.func.vmap`` over ``functional_call``: every
+tensor in the arguments must be batched on dim 0 (``idx``, the KV cache, a prefix)
+and the module sees batch size 1 per example, exactly as if each example were
+run alone. Shared parameters are not copied per example.
+
+Combining with input conditioning: wrap an ``InputConditioned`` module
+(``ParamConditioned.from_base(InputConditioned(gpt, m, "prefix"), m, "attn")``);
+a module with ``takes_w = True`` receives ``w`` as its first argument.
+
+Every conditioned policy follows one convention: ``policy(w, idx, cache=None) -> (logits, cache)``;
+``Unconditioned`` gives a plain model that convention (it ignores ``w``).
+"""
+from __future__ import annotations
+
+import copy
+from fnmatch import fnmatch
+
+import torch
+import torch.nn as nn
+from torch.func import functional_call, vmap
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
+
+from theory.checks import check_weights
+
+SCOPES = {
+    "full": ["*"],
+    "attn": ["*.attn.c_attn.*", "*.attn.c_proj.*"],
+    "logit": ["lm_head.*", "*.lm_head.*"],
+}
+
+
+def mix_parameters(theta: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """theta(w) = sum_i w_i theta_i (CLP, Rewarded Soups): the PyTorch twin of theory.mixing.mix_parameters.
+
+    Args: ``theta`` ``[m, ...]`` the copies; ``w`` ``[m]`` or ``[B, m]``.
+    Returns ``[...]`` or ``[B, ...]``.
+    """
+    return torch.tensordot(w, theta, dims=([-1], [0]))  # (B, ...) or (...)
+
+
+def check_w(w, m: int, field: str = "w") -> torch.Tensor:
+    """A weighting ``[m]`` or per-example weightings ``[B, m]`` on the simplex, as a float tensor.
+
+    Refused with a ValueError naming ``field``: wrong length, negative, non-finite,
+    not summing to 1 within 1e-6 (theory.checks.check_weights); never renormalised.
+    """
+    t = torch.as_tensor(w)
+    if t.dim() not in (1, 2):
+        raise ValueError(f"{field}: expected a weighting [m] or per-example weightings [B, m], "
+                         f"got shape {tuple(t.shape)}")
+    check_weights(t.detach().cpu().double().numpy(), m, field)
+    return t if t.is_floating_point() else t.double()
+
+
+def resolve_scope(module: nn.Module, scope) -> dict:
+    """The parameters a scope selects: ``{canonical name: [every alias name]}``.
+
+    The canonical name is the one ``named_parameters()`` reports; tied parameters
+    have more than one alias and are selected whole if any alias matches.
+    """
+    if isinstance(scope, str):
+        if scope not in SCOPES:
+            raise ValueError(f"scope: unknown scope {scope!r}; use one of {sorted(SCOPES)} "
+                             f"or a list of parameter-name patterns")
+        patterns = SCOPES[scope]
+    else:
+        patterns = list(scope)
+        if not patterns or not all(isinstance(p, str) for p in patterns):
+            raise ValueError(f"scope: expected a scope name or a non-empty list of patterns, got {scope!r}")
+    aliases = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(p), []).append(name)
+    chosen = {}
+    for name, p in module.named_parameters():
+        if any(fnmatch(alias, pat) for alias in aliases[id(p)] for pat in patterns):
+            chosen[name] = aliases[id(p)]
+    if not chosen:
+        raise ValueError(f"scope: {scope!r} matches no parameter of {type(module).__name__}")
+    return chosen
+
+
+def _owner(module: nn.Module, name: str):
+    path, _, attr = name.rpartition(".")
+    return (module.get_submodule(path) if path else module), attr
+
+
+class ParamConditioned(nn.Module):
+    """``module`` run with its scoped parameters mixed as ``theta_c(w) = sum_i w_i theta_i``.
+
+    Attributes: ``base`` (the module without its scoped parameters, holding the shared
+    ones), ``thetas`` (one ``[m, ...]`` parameter per scoped name, copy i at index i),
+    ``names`` (the scoped canonical names, aligned with ``thetas``), ``m``, ``scope``.
+    """
+
+    def __init__(self, module: nn.Module, m: int, scope):
+        super().__init__()
+        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+            raise ValueError(f"m: must be a positive integer, got {m!r}")
+        self.m, self.scope = m, scope
+        self.aliases = resolve_scope(module, scope)
+        self.names = list(self.aliases)
+        self.base = copy.deepcopy(module)
+        thetas = []
+        for name in self.names:
+            p = self.base.get_parameter(name)
+            thetas.append(nn.Parameter(p.detach().unsqueeze(0).repeat(m, *[1] * p.dim())))  # (m, ...)
+            for alias in self.aliases[name]:
+                owner, attr = _owner(self.base, alias)
+                delattr(owner, attr)  # stored once, in thetas
+        self.thetas = nn.ParameterList(thetas)
+        self.takes_w_inner = getattr(module, "takes_w", False)
+
+    @classmethod
+    def from_base(cls, module: nn.Module, m: int, scope) -> "ParamConditioned":
+        """All m copies start at ``module``'s parameters (``module`` itself is not modified)."""
+        return cls(module, m, scope)
+
+    @classmethod
+    def from_experts(cls, modules, scope) -> "ParamConditioned":
+        """Copy i is expert i's scoped parameters; shared parameters must agree across experts.
+
+        Built this way and never trained, the wrapper is Rewarded Soups (P3).
+        """
+        modules = list(modules)
+        if not modules:
+            raise ValueError("modules: no experts given")
+        ref = dict(modules[0].named_parameters())
+        for j, other in enumerate(modules[1:], start=1):
+            params = dict(other.named_parameters())
+            if params.keys() != ref.keys():
+                name = sorted(params.keys() ^ ref.keys())[0]
+                raise ValueError(f"modules: parameter {name} is in one expert but not in expert {j}")
+            for name, p in ref.items():
+                if params[name].shape != p.shape:
+                    raise ValueError(f"modules: parameter {name} has shape {tuple(params[name].shape)} "
+                                     f"in expert {j} but {tuple(p.shape)} in expert 0")
+        wrapper = cls(modules[0], len(modules), scope)
+        for j, other in enumerate(modules[1:], start=1):
+            for name, p in other.named_parameters():
+                if name not in wrapper.aliases and not torch.equal(p, ref[name]):
+                    raise ValueError(f"modules: shared parameter {name} differs between expert 0 and "
+                                     f"expert {j}; with scope {scope!r} only scoped parameters may differ")
+        with torch.no_grad():
+            for k, name in enumerate(wrapper.names):
+                wrapper.thetas[k].copy_(torch.stack([e.get_parameter(name).detach() for e in modules]))
+        return wrapper
+
+    def mixed_parameters(self, w: torch.Tensor) -> dict:
+        """``{alias: theta_c(w)}`` for every scoped name and alias; ``w`` already checked."""
+        out = {}
+        for name, theta in zip(self.names, self.thetas):
+            mixed = mix_parameters(theta, w.to(theta.dtype))
+            for alias in self.aliases[name]:
+                out[alias] = mixed
+        return out
+
+    def forward(self, w, *args, **kwargs):
+        """Run the module at ``theta_c(w)``; ``w`` is ``[m]`` (whole batch) or ``[B, m]`` (per example)."""
+        w = check_w(w, self.m).to(self.thetas[0].device)
+        if self.takes_w_inner:
+            args, kwargs = (w, *args), {**kwargs, "checked": True}
+        params = self.mixed_parameters(w)
+        if w.dim() == 1:
+            return functional_call(self.base, params, tuple(args), kwargs)
+        return self._per_example(w, params, args, kwargs)
+
+    def _per_example(self, w, params, args, kwargs):
+        B = w.size(0)
+        leaves, spec = tree_flatten((tuple(args), kwargs))
+        batched = [isinstance(x, torch.Tensor) for x in leaves]
+        for x, b in zip(leaves, batched):
+            if b and (x.dim() == 0 or x.size(0) != B):
+                raise ValueError(f"w: {B} per-example weightings but an input has shape {tuple(x.shape)} "
+                                 f"(every tensor argument must have batch size {B} on dim 0)")
+
+        def one_example(params_b, *tensors_b):
+            it = iter(tensors_b)
+            leaves_b = [next(it).unsqueeze(0) if b else x for x, b in zip(leaves, batched)]  # batch of 1
+            args_b, kwargs_b = tree_unflatten(leaves_b, spec)
+            out = functional_call(self.base, params_b, args_b, kwargs_b)
+            return tree_map(lambda t: t.squeeze(0) if isinstance(t, torch.Tensor) else t, out)
+
+        tensors = [x for x, b in zip(leaves, batched) if b]
+        return vmap(one_example)(params, *tensors)
+
+    @torch.no_grad()
+    def policy_at(self, w) -> nn.Module:
+        """The plain module with ``theta_c(w)`` loaded (a deep copy; ties preserved); ``w`` is ``[m]``."""
+        w = check_w(w, self.m)
+        if w.dim() != 1:
+            raise ValueError(f"w: policy_at takes one weighting [m], got shape {tuple(w.shape)}")
+        module = copy.deepcopy(self.base)
+        for name, mixed in self.mixed_parameters(w.to(self.thetas[0].device)).items():
+            if name not in self.aliases:
+                continue
+            p = nn.Parameter(mixed.detach().clone())
+            for alias in self.aliases[name]:
+                owner, attr = _owner(module, alias)
+                owner.register_parameter(attr, p)
+        return module
+
+
+class Unconditioned(nn.Module):
+    """A plain model under the conditioned-policy convention: ``policy(w, idx, cache) = model(idx, cache)``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, w, idx, cache=None, **kwargs):
+        return self.model(idx, cache=cache, **kwargs)

@@ -1,0 +1,217 @@
+"""The paper's three setups and the enumerable configuration, as data plus one runner.
+
+    (a) "kl"    one reward (coverage), steering the KL weight: CLP trained on
+                lam R - beta K against decoding-time realignment of (pi_ref, pi_R).
+    (b) "two"   coverage and brevity at fixed beta: CLP full / attn / logit against
+                Rewarded Soups, per-token logit mixing and input conditioning.
+    (c) "three" coverage, brevity and order at fixed beta, on a simplex grid.
+    "enum"      setup (b) in a vocabulary of 4 and responses of 4 tokens, so every
+                response is listed and ``clp_min.exact`` gives each method's exact
+                rewards, KL and normalised regret against the exact pi*_w.
+
+Setups (a)-(c) share, per seed, one pi_ref and the single-objective finetuned
+models (same task, same beta); every run is cached in its folder and retrained
+only when its configuration changes. Seeds: 0, 1, 2 (full), 0 (quick).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from clp_min import evaluate as ev
+from clp_min import exact
+from clp_min.checkpoint import load_checkpoint, save_checkpoint
+from clp_min.conditioning import ParamConditioned, Unconditioned
+from clp_min.model import GPT
+from clp_min.pretrain import model_config, pretrain
+from clp_min.task import TaskConfig, sample_prompts
+from clp_min.train import PRETRAIN_SEED_OFFSET, TrainConfig, frozen, load_reference, train
+from theory import pareto
+from theory.weights import simplex_grid
+
+HELDOUT_SEED_OFFSET = 20_000  # held-out prompts and evaluation samples use their own stream
+CLP_SCOPES = ("full", "attn", "logit")
+
+
+@dataclass(frozen=True)
+class Scale:
+    seeds: tuple  # seeds to run
+    pretrain_steps: int  # supervised steps of pi_ref
+    steps: int  # RL steps of every trained method
+    prompts_per_step: int  # P per RL step
+    samples_per_prompt: int  # n per prompt
+    eval_prompts: int  # held-out prompts for Monte Carlo fronts
+    eval_samples: int  # responses per held-out prompt and weighting
+    exact_prompts: int  # held-out prompts (trees) in the enumerable configuration
+    grid: int  # simplex_grid resolution n (m = 2: n + 1 points)
+
+
+SCALES = {
+    "full": Scale(seeds=(0, 1, 2), pretrain_steps=800, steps=400, prompts_per_step=16, samples_per_prompt=4,
+                  eval_prompts=128, eval_samples=4, exact_prompts=64, grid=10),
+    "quick": Scale(seeds=(0,), pretrain_steps=300, steps=60, prompts_per_step=16, samples_per_prompt=4,
+                   eval_prompts=32, eval_samples=2, exact_prompts=16, grid=4),
+}
+
+SMALL_TASK = dict(vocab=10, prompt_len=6, response_len=5, p_keep=0.5, p_noise=0.1)
+ENUM_TASK = dict(vocab=4, prompt_len=6, response_len=4, p_keep=0.5, p_noise=0.1)
+SETUPS = {
+    "kl": dict(task=SMALL_TASK, rewards=("coverage",), steer="kl"),
+    "two": dict(task=SMALL_TASK, rewards=("coverage", "brevity"), steer="rewards"),
+    "three": dict(task=SMALL_TASK, rewards=("coverage", "brevity", "order"), steer="rewards"),
+    "enum": dict(task=ENUM_TASK, rewards=("coverage", "brevity"), steer="rewards"),
+}
+MODEL = dict(n_layer=1, n_head=2, n_embd=32)
+BETA = 0.1
+TRAIN_WEIGHTS = dict(weights="vertices", alpha=1.0, p_vertex=0.25)  # uniform Dirichlet mixed with the vertices
+
+
+def reference_model(task_kw: dict, scale: Scale, seed: int, path: Path) -> GPT:
+    """pi_ref for a task (pretrained once per seed and cached; the rewards play no part)."""
+    task = TaskConfig(**task_kw)
+    spec = {"task": task_kw, "model": MODEL, "pretrain_steps": scale.pretrain_steps, "seed": seed}
+    if path.exists() and load_checkpoint(path).config == spec:
+        return load_reference(path)
+    torch.manual_seed(seed)
+    model = GPT(model_config(task, **MODEL))
+    pretrain(model, task, scale.pretrain_steps, 64, 3e-3, torch.Generator().manual_seed(seed + PRETRAIN_SEED_OFFSET))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(path, model, spec)
+    return load_reference(path)
+
+
+def trained(cfg: TrainConfig, progress: bool):
+    """The policy of ``cfg``, trained now unless ``cfg.out`` already holds the finished run."""
+    path = Path(cfg.out) / "policy.safetensors"
+    if path.exists():
+        policy, meta = load_checkpoint(path)
+        if meta["train"] == json.loads(json.dumps(asdict(cfg))) and meta["step"] == cfg.steps:
+            return frozen(policy)
+    train(cfg, progress)
+    return frozen(load_checkpoint(path).model)
+
+
+def _config(setup: dict, scale: Scale, seed: int, ref_path: Path, out: Path, **kw) -> TrainConfig:
+    return TrainConfig(out=str(out), seed=seed, **setup["task"], rewards=kw.pop("rewards", setup["rewards"]),
+                       **MODEL, ref=str(ref_path), beta=BETA, steps=scale.steps,
+                       prompts_per_step=scale.prompts_per_step, samples_per_prompt=scale.samples_per_prompt,
+                       log_every=max(1, scale.steps // 10), ckpt_every=max(1, scale.steps // 2), **kw)
+
+
+def build_methods(name: str, scale: Scale, seed: int, root: Path, progress: bool) -> tuple:
+    """Train (or load) every method of a setup; returns ``(methods, pi_ref, task)``."""
+    setup = SETUPS[name]
+    task_key = "enum" if setup["task"] is ENUM_TASK else "small"
+    base = root / f"seed{seed}" / task_key
+    ref_path = base / "ref.safetensors"
+    pi_ref = reference_model(setup["task"], scale, seed, ref_path)
+    rewards = setup["rewards"]
+
+    def finetuned(reward):  # single-objective pi_i at beta, shared by the setups of this task
+        cfg = _config(setup, scale, seed, ref_path, base / f"ft_{reward}", rewards=(reward,),
+                      conditioning="none", weights="fixed", fixed_w=(1.0,))
+        return trained(cfg, progress).model
+
+    methods = {}
+    if setup["steer"] == "kl":
+        cfg = _config(setup, scale, seed, ref_path, base / "kl_clp_full", conditioning="full", steer="kl",
+                      **TRAIN_WEIGHTS)
+        methods["CLP full (KL)"] = ev.policy_method("CLP full (KL)", trained(cfg, progress))
+        methods["realignment"] = ev.realign_method("realignment", pi_ref, finetuned(rewards[0]))
+    else:
+        experts = [finetuned(r) for r in rewards]
+        tag = "-".join(rewards)
+        for scope in CLP_SCOPES:
+            cfg = _config(setup, scale, seed, ref_path, base / f"{tag}_clp_{scope}", conditioning=scope,
+                          **TRAIN_WEIGHTS)
+            methods[f"CLP {scope}"] = ev.policy_method(f"CLP {scope}", trained(cfg, progress))
+        methods["Rewarded Soups"] = ev.policy_method("Rewarded Soups", frozen(ParamConditioned.from_experts(experts, "full")))
+        methods["logit mixing"] = ev.logit_mix_method("logit mixing", experts)
+        cfg = _config(setup, scale, seed, ref_path, base / f"{tag}_input", conditioning="input", **TRAIN_WEIGHTS)
+        methods["input"] = ev.policy_method("input", trained(cfg, progress))
+    return methods, pi_ref, TrainConfig(**setup["task"], rewards=rewards).task()
+
+
+def grid(name: str, scale: Scale) -> np.ndarray:
+    """Weightings to evaluate ``[K, m]``; for KL steering ``(1 - lam, lam)`` with lam > 0."""
+    if SETUPS[name]["steer"] == "kl":
+        return simplex_grid(2, scale.grid)[:-1]  # drops lam = 0 (pi_ref itself; realignment needs lam > 0)
+    m = len(SETUPS[name]["rewards"])
+    return simplex_grid(m, scale.grid if m == 2 else max(2, scale.grid // 2))
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def run_setup(name: str, seed: int, scale: Scale, root, progress: bool = False) -> dict:
+    """Train, evaluate and measure one setup at one seed; writes ``front.json`` and ``fronts.png``."""
+    if name not in SETUPS:
+        raise ValueError(f"setup: unknown {name!r}; choose from {sorted(SETUPS)}")
+    root = Path(root)
+    steer_kl = SETUPS[name]["steer"] == "kl"
+    methods, pi_ref, task = build_methods(name, scale, seed, root, progress)
+    W = grid(name, scale)
+    gen = torch.Generator().manual_seed(seed + HELDOUT_SEED_OFFSET)
+    prompts = sample_prompts(task, scale.eval_prompts, gen)
+    ref_method = ev.policy_method("pi_ref", Unconditioned(pi_ref))
+    mc = {n: ev.mc_front(mth, task, pi_ref, W, prompts, scale.eval_samples, BETA, gen, steer_kl)
+          for n, mth in methods.items()}
+    mc_ref = ev.mc_front(ref_method, task, pi_ref, W[:1], prompts, scale.eval_samples, BETA, gen, steer_kl)
+    out = root / name / f"seed{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    clp = [n for n in methods if n.startswith("CLP")]
+    baselines = [n for n in methods if not n.startswith("CLP")]
+    if steer_kl:
+        points = {n: ev.front_points(r, True) for n, r in mc.items()}
+        k_max = max(float(r["kl"].max()) for r in mc.values())
+        ref_point = np.array([mc_ref["rewards"][0, 0], -1.1 * k_max])  # (R(pi_ref), -1.1 K_max)
+        measures = ev.front_measures(points, W, ref_point, clp, baselines)
+        measures["k_max"] = k_max
+    else:
+        ref_point = mc_ref["rewards"][0]
+        measures = ev.front_measures({n: r["rewards"] for n, r in mc.items()}, W, ref_point, clp, baselines)
+    result = {"setup": name, "seed": seed, "scale": asdict(scale), "beta": BETA, "task": asdict(task),
+              "weights": W, "reference": {"rewards": mc_ref["rewards"][0], "rewards_se": mc_ref["rewards_se"][0]},
+              "monte_carlo": mc, "measures": measures}
+    ev.plot_fronts(mc, out / "fronts.png", f"setup {name}, seed {seed} (Monte Carlo, 1 s.e. bars)",
+                   steer_kl=steer_kl, ref_point=None if steer_kl else ref_point)
+    if name == "enum":
+        result["exact"] = exact_front(methods, pi_ref, task, W, scale, seed, out)
+    (out / "front.json").write_text(json.dumps(_jsonable(result), indent=1))
+    return _jsonable(result)
+
+
+def exact_front(methods: dict, pi_ref, task: TaskConfig, W: np.ndarray, scale: Scale, seed: int, out: Path) -> dict:
+    """Exact stats of every method and of pi*_w on held-out prompt trees; normalised regret (section 6)."""
+    gen = torch.Generator().manual_seed(seed + HELDOUT_SEED_OFFSET + 1)
+    prompts = sample_prompts(task, scale.exact_prompts, gen)
+    trees = exact.prompt_trees(lambda idx: F.log_softmax(pi_ref(idx)[0].double(), dim=-1), task, prompts)
+    optimal = exact.optimal_stats(trees, W, BETA)
+    reference = exact.reference_stats(trees, W, BETA)
+    stats = {n: exact.policy_stats(trees, exact.method_log_policies(mth.logprobs, task, prompts, W), W, BETA)
+             for n, mth in methods.items()}
+    regret = {n: pareto.normalised_regret(optimal["objective"], s["objective"], reference["objective"])
+              for n, s in stats.items()}
+    clp = [n for n in methods if n.startswith("CLP")]
+    measures = ev.front_measures({**{n: s["rewards"] for n, s in stats.items()}, "optimal": optimal["rewards"]},
+                                 W, reference["rewards"][0], clp, [n for n in methods if n not in clp])
+    ev.plot_fronts(stats, out / "fronts_exact.png", "enumerable configuration: exact fronts",
+                   exact_front=optimal["rewards"], ref_point=reference["rewards"][0])
+    return {"prompts": scale.exact_prompts, "optimal": optimal, "reference": reference, "methods": stats,
+            "normalised_regret": regret,
+            "mean_normalised_regret": {n: float(np.mean(r)) for n, r in regret.items()},
+            "measures": measures}

@@ -1,0 +1,168 @@
+"""A synthetic summarisation-like task with conflicting rewards, computed by code (no downloads).
+
+Tokens: ``EOS = 0`` ends a response; ``1 .. V-1`` are content tokens.
+
+- Prompt ``x``: ``L`` content tokens drawn uniformly and independently.
+- Reference response (the data ``pi_ref`` is pretrained on, see ``reference_responses``):
+  a noisy ordered subset of the prompt. Each prompt token is kept with
+  probability ``p_keep``; a kept token is replaced by a uniform content token
+  with probability ``p_noise`` (a "hallucination"); the kept tokens stay in the
+  prompt's order, are cut at ``T`` tokens, and are followed by ``EOS`` when
+  shorter than ``T``.
+- Response ``y``: at most ``T`` tokens; everything from the first ``EOS`` on is
+  ignored. ``y'`` is the part before the first ``EOS`` and ``n = |y'|``.
+
+Rewards (each in [0, 1], higher is better), chosen to pull apart:
+
+- ``coverage``  = |distinct(y') ∩ distinct(x)| / |distinct(x)|: share of the
+  prompt's distinct tokens that the response mentions (wants long responses).
+- ``brevity``   = 1 - n / T: shorter is better (the empty response scores 1).
+- ``order``     = LCS(y', x) / T: the longest part of the response that follows
+  the prompt's order (longest common subsequence), over the maximum length.
+  Faithfulness of order: it rewards copying the prompt in order, repeated tokens
+  included, so it conflicts with brevity and only partly agrees with coverage
+  (which ignores order and repetition).
+
+Shape letters: B batch, L prompt length, T response length, V vocabulary, m rewards.
+Randomness is an argument (``torch.Generator``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+EOS = 0
+REWARDS = ("coverage", "brevity", "order")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    vocab: int = 10  # V: token 0 is end-of-sequence, 1..V-1 are content tokens
+    prompt_len: int = 6  # L: prompt tokens
+    response_len: int = 5  # T: maximum response tokens (EOS included when shorter)
+    p_keep: float = 0.5  # reference process: probability of keeping each prompt token
+    p_noise: float = 0.1  # reference process: probability a kept token is replaced by a random one
+    rewards: tuple = ("coverage", "brevity")  # names from REWARDS, in order; m = len(rewards)
+
+    def __post_init__(self):
+        for name in ("vocab", "prompt_len", "response_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+        if self.vocab < 2:
+            raise ValueError(f"vocab: need EOS and at least one content token, got {self.vocab}")
+        for name in ("p_keep", "p_noise"):
+            p = getattr(self, name)
+            if not isinstance(p, (int, float)) or not 0 <= p <= 1:
+                raise ValueError(f"{name}: must be a probability in [0, 1], got {p!r}")
+        if isinstance(self.rewards, str) or len(self.rewards) == 0:
+            raise ValueError(f"rewards: a non-empty list of names from {REWARDS}, got {self.rewards!r}")
+        for name in self.rewards:
+            if name not in REWARDS:
+                raise ValueError(f"rewards: unknown reward {name!r}; choose from {REWARDS}")
+        if len(set(self.rewards)) != len(self.rewards):
+            raise ValueError(f"rewards: repeated name in {self.rewards!r}")
+        object.__setattr__(self, "rewards", tuple(self.rewards))
+
+    @property
+    def m(self) -> int:
+        return len(self.rewards)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TaskConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"{sorted(unknown)[0]}: not a task setting")
+        return cls(**{k: (tuple(v) if k == "rewards" else v) for k, v in d.items()})
+
+
+def sample_prompts(cfg: TaskConfig, B: int, generator: torch.Generator) -> torch.Tensor:
+    """``B`` prompts ``[B, L]`` of uniform content tokens."""
+    return torch.randint(1, cfg.vocab, (B, cfg.prompt_len), generator=generator)
+
+
+def reference_responses(cfg: TaskConfig, prompts: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Draw one reference response ``[B, T]`` per prompt (the noisy ordered subset of the module doc)."""
+    B, L = prompts.shape
+    keep = torch.rand(B, L, generator=generator) < cfg.p_keep  # (B, L)
+    noise = torch.rand(B, L, generator=generator) < cfg.p_noise
+    random_tokens = torch.randint(1, cfg.vocab, (B, L), generator=generator)
+    tokens = torch.where(noise, random_tokens, prompts)
+    # kept tokens to the front, prompt order preserved (stable sort on "not kept")
+    order = torch.sort((~keep).to(torch.int64), dim=1, stable=True).indices  # (B, L)
+    tokens = torch.where(torch.gather(keep, 1, order), torch.gather(tokens, 1, order), EOS)
+    T = cfg.response_len
+    if L < T:
+        tokens = torch.cat([tokens, torch.full((B, T - L), EOS, dtype=tokens.dtype)], dim=1)
+    return tokens[:, :T]
+
+
+def content_mask(responses: torch.Tensor) -> torch.Tensor:
+    """``[B, T]`` bool: True before the first EOS (the tokens y' that count)."""
+    return torch.cumprod((responses != EOS).to(torch.int64), dim=1).bool()
+
+
+def decision_mask(responses: torch.Tensor) -> torch.Tensor:
+    """``[B, T]`` bool: the tokens a policy chooses, up to and including the first EOS.
+
+    After the first EOS decoding is forced (EOS with probability 1), so those
+    positions carry no log-probability.
+    """
+    eos = (responses == EOS).to(torch.int64)
+    return (torch.cumsum(eos, dim=1) - eos) == 0
+
+
+def _token_sets(tokens: torch.Tensor, mask: torch.Tensor, V: int) -> torch.Tensor:
+    """``[B, V]`` bool: which tokens occur where ``mask`` is True (EOS column cleared)."""
+    onehot = torch.nn.functional.one_hot(tokens, V).bool() & mask[..., None]  # (B, T, V)
+    present = onehot.any(dim=1)
+    present[:, EOS] = False
+    return present
+
+
+def longest_common_subsequence(a: torch.Tensor, a_mask: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """LCS length of ``a[i][a_mask[i]]`` and ``b[i]`` for each row, ``[B]`` (dynamic programme over T x L)."""
+    B, T = a.shape
+    L = b.shape[1]
+    prev = torch.zeros(B, L + 1, dtype=torch.int64)  # LCS(a[:i], b[:j]) for the previous i
+    for i in range(T):
+        cur = torch.zeros_like(prev)
+        match = (a[:, i, None] == b) & a_mask[:, i, None]  # (B, L)
+        for j in range(L):
+            cur[:, j + 1] = torch.where(match[:, j], prev[:, j] + 1, torch.maximum(prev[:, j + 1], cur[:, j]))
+        prev = cur
+    return prev[:, L]
+
+
+def rewards(cfg: TaskConfig, prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+    """The rewards of ``cfg.rewards`` (module doc), ``[B, m]`` float64.
+
+    Args: ``prompts`` ``[B, L]``, ``responses`` ``[B, T]`` (tokens after the first EOS are ignored).
+    """
+    V, T = cfg.vocab, cfg.response_len
+    alive = content_mask(responses)  # (B, T)
+    n = alive.sum(dim=1).to(torch.float64)
+    columns = []
+    for name in cfg.rewards:
+        if name == "coverage":
+            in_prompt = _token_sets(prompts, torch.ones_like(prompts, dtype=torch.bool), V)  # (B, V)
+            in_response = _token_sets(responses, alive, V)
+            columns.append((in_prompt & in_response).sum(1) / in_prompt.sum(1).to(torch.float64))
+        elif name == "brevity":
+            columns.append(1.0 - n / T)
+        else:  # order
+            columns.append(longest_common_subsequence(responses, alive, prompts).to(torch.float64) / T)
+    return torch.stack(columns, dim=1)
+
+
+def all_responses(cfg: TaskConfig) -> torch.Tensor:
+    """Every token sequence of length T, lexicographic (base-V order), ``[V^T, T]``.
+
+    This is the leaf order of ``theory.instances.Tree``.
+    """
+    V, T = cfg.vocab, cfg.response_len
+    index = torch.arange(V ** T)
+    digits = [(index // V ** (T - 1 - t)) % V for t in range(T)]
+    return torch.stack(digits, dim=1)

@@ -1,0 +1,285 @@
+"""``clp train``: multi-task RL training of a conditioned policy (or single-objective finetuning).
+
+Order (cleanrl): configuration, setup (seeds, pi_ref), policy, loop, logging.
+
+Files under ``out``::
+
+    ref.safetensors          pi_ref (pretrained here unless ``ref`` names one)
+    policy.safetensors       the policy; its config holds the train config, the step and the numpy rng state
+    train_state.safetensors  optimizer state and the torch.Generator state at the same step
+    log.json                 {"config", "history": [{"step", "loss", "objective", "kl", "rewards"}, ...]}
+
+Resume (``resume=True``) reloads the three at the last checkpoint and continues
+with the same random streams, so N + N steps equal 2N steps bit for bit on CPU.
+Random streams: ``torch.manual_seed(seed)`` for parameter initialisation, one
+``torch.Generator`` (seed) for prompts and samples, one ``numpy`` Generator (seed)
+for weightings; pretraining uses its own generator (seed + PRETRAIN_SEED_OFFSET).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from tqdm import tqdm
+
+from clp_min import rl
+from clp_min.checkpoint import load_checkpoint, save_checkpoint
+from clp_min.conditioning import SCOPES, ParamConditioned, Unconditioned
+from clp_min.input_cond import InputConditioned
+from clp_min.model import GPT
+from clp_min.pretrain import model_config, pretrain
+from clp_min.task import TaskConfig
+from theory.checks import check_beta, check_weights
+
+PRETRAIN_SEED_OFFSET = 10_000
+CONDITIONINGS = ("none", "full", "attn", "logit", "input", "input+full", "input+attn", "input+logit")
+STEERS = ("rewards", "kl")
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/train"  # output directory: pi_ref, checkpoints, log.json
+    seed: int = 0  # seeds initialisation, prompts/samples (torch.Generator) and weightings (numpy)
+    # task (clp_min.task.TaskConfig)
+    vocab: int = 10  # V: EOS plus V-1 content tokens
+    prompt_len: int = 6  # L: prompt tokens
+    response_len: int = 5  # T: maximum response tokens
+    p_keep: float = 0.5  # reference process: keep probability of each prompt token
+    p_noise: float = 0.1  # reference process: replacement probability of a kept token
+    rewards: tuple = ("coverage", "brevity")  # reward names (coverage, brevity, order), in order
+    # model (pi_ref and the policy share it)
+    n_layer: int = 1  # transformer blocks
+    n_head: int = 2  # attention heads
+    n_embd: int = 32  # residual width
+    ref: str = ""  # pi_ref checkpoint to start from; empty: pretrain one into OUT/ref.safetensors
+    pretrain_steps: int = 600  # supervised steps for pi_ref
+    pretrain_batch: int = 64  # sequences per pretraining step
+    pretrain_lr: float = 3e-3  # AdamW learning rate for pretraining
+    # method
+    conditioning: str = "attn"  # none (single objective) | full | attn | logit | input | input+<scope>
+    steer: str = "rewards"  # rewards: w weights the m rewards; kl: one reward, w = (1-lam, lam), objective lam R - beta K
+    weights: str = "dirichlet"  # training distribution of w: dirichlet | uniform | vertices | fixed
+    alpha: float = 1.0  # Dirichlet concentration
+    p_vertex: float = 0.25  # for weights=vertices: probability of drawing a vertex e_i
+    fixed_w: tuple = ()  # for weights=fixed: the one weighting, e.g. (1.0, 0.0)
+    beta: float = 0.1  # KL weight
+    # optimisation
+    steps: int = 300  # total RL steps
+    prompts_per_step: int = 16  # P: prompts (and weightings) per step
+    samples_per_prompt: int = 4  # n: responses per prompt (leave-one-out baseline needs n >= 2)
+    lr: float = 3e-3  # Adam learning rate
+    log_every: int = 25  # steps between entries of log.json
+    ckpt_every: int = 100  # steps between checkpoints (one is always written at the end)
+    resume: bool = False  # continue from OUT's checkpoint with the same random streams
+
+    def task(self) -> TaskConfig:
+        return TaskConfig(vocab=self.vocab, prompt_len=self.prompt_len, response_len=self.response_len,
+                          p_keep=self.p_keep, p_noise=self.p_noise, rewards=tuple(self.rewards))
+
+    @property
+    def m(self) -> int:
+        """Number of policy copies / entries of w: m rewards, or 2 when steering the KL weight."""
+        return 2 if self.steer == "kl" else len(self.rewards)
+
+    def validate(self) -> "TrainConfig":
+        """Refuse a bad configuration with a ValueError naming the field; returns self."""
+        task = self.task()  # checks the task fields
+        ints = ("seed", "n_layer", "n_head", "n_embd", "pretrain_steps", "pretrain_batch", "steps",
+                "prompts_per_step", "samples_per_prompt", "log_every", "ckpt_every")
+        for name in ints:
+            value = getattr(self, name)
+            low = 0 if name == "seed" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}: must be an integer >= {low}, got {value!r}")
+        if self.samples_per_prompt < 2:
+            raise ValueError(f"samples_per_prompt: the leave-one-out baseline needs >= 2, got {self.samples_per_prompt}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_head: {self.n_head} does not divide n_embd = {self.n_embd}")
+        for name in ("pretrain_lr", "lr", "alpha"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+                raise ValueError(f"{name}: must be finite and > 0, got {value!r}")
+        if not isinstance(self.p_vertex, (int, float)) or not 0 <= self.p_vertex <= 1:
+            raise ValueError(f"p_vertex: must lie in [0, 1], got {self.p_vertex!r}")
+        check_beta(self.beta, "beta")
+        if self.conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning: unknown {self.conditioning!r}; choose from {CONDITIONINGS}")
+        if self.steer not in STEERS:
+            raise ValueError(f"steer: unknown {self.steer!r}; choose from {STEERS}")
+        if self.steer == "kl" and task.m != 1:
+            raise ValueError(f"rewards: steer=kl steers the KL weight of one reward, got {task.m} rewards")
+        if self.weights not in rl.WEIGHTINGS:
+            raise ValueError(f"weights: unknown {self.weights!r}; choose from {rl.WEIGHTINGS}")
+        if self.weights == "fixed":
+            check_weights(self.fixed_w, self.m, "fixed_w")
+        elif len(self.fixed_w):
+            raise ValueError(f"fixed_w: only used with weights=fixed, got weights={self.weights!r}")
+        if self.conditioning == "none" and self.weights != "fixed":
+            raise ValueError("conditioning: 'none' (single objective) needs weights=fixed and fixed_w")
+        return self
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        for key in d:
+            if key not in known:
+                raise ValueError(f"{key}: not a training setting")
+        d = {k: (tuple(v) if k in ("rewards", "fixed_w") else v) for k, v in d.items()}
+        return cls(**d)
+
+
+def build_policy(cfg: TrainConfig, pi_ref: GPT) -> torch.nn.Module:
+    """The trainable conditioned policy, starting at pi_ref (all copies equal to it)."""
+    model = copy.deepcopy(pi_ref)
+    if cfg.conditioning == "none":
+        policy = Unconditioned(model)
+    else:
+        inner = model
+        if cfg.conditioning.startswith("input"):
+            # "add": e(w) added to the token embeddings keeps the pretrained positions
+            # (a prefix row would shift them, so the initial policy would not be pi_ref)
+            inner = InputConditioned(model, cfg.m, "add")
+        scope = cfg.conditioning.split("+")[-1]
+        policy = ParamConditioned.from_base(inner, cfg.m, scope) if scope in SCOPES else inner
+    for p in policy.parameters():
+        p.requires_grad_(True)
+    return policy
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def save_train_state(path: Path, optimizer, generator: torch.Generator, step: int) -> None:
+    """Optimizer state and torch.Generator state as safetensors (no code runs on load)."""
+    state = optimizer.state_dict()
+    tensors = {"generator": generator.get_state()}
+    for i, s in state["state"].items():
+        for key, t in s.items():
+            tensors[f"state.{i}.{key}"] = torch.as_tensor(t).contiguous()
+    meta = {"step": str(step), "param_groups": json.dumps(state["param_groups"])}
+    _atomic_write(path, st_save(tensors, metadata=meta))
+
+
+def load_train_state(path: Path, optimizer, generator: torch.Generator) -> int:
+    """Restore what ``save_train_state`` wrote; returns its step."""
+    try:
+        data = path.read_bytes()
+        tensors = st_load(data)
+    except (OSError, SafetensorError) as err:
+        raise ValueError(f"resume: cannot read {path} ({err})") from None
+    n = int.from_bytes(data[:8], "little")
+    meta = json.loads(data[8:8 + n])["__metadata__"]
+    state = {}
+    for name, t in tensors.items():
+        if name.startswith("state."):
+            _, i, key = name.split(".", 2)
+            state.setdefault(int(i), {})[key] = t
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    generator.set_state(tensors["generator"])
+    return int(meta["step"])
+
+
+def load_reference(path) -> GPT:
+    """A frozen pi_ref from a checkpoint."""
+    model, _ = load_checkpoint(path)
+    if not isinstance(model, GPT):
+        raise ValueError(f"ref: {path} holds a {type(model).__name__}, expected a plain GPT")
+    return frozen(model)
+
+
+def frozen(model: torch.nn.Module) -> torch.nn.Module:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+def load_trained(out) -> tuple:
+    """``(policy, pi_ref, cfg)`` of a finished or interrupted run in ``out``."""
+    out = Path(out)
+    policy, meta = load_checkpoint(out / "policy.safetensors")
+    cfg = TrainConfig.from_dict(meta["train"])
+    return frozen(policy), load_reference(meta["ref"]), cfg
+
+
+def _write_log(out: Path, cfg: TrainConfig, history: list) -> None:
+    _atomic_write(out / "log.json", json.dumps({"config": asdict(cfg), "history": history}, indent=1).encode())
+
+
+def train(cfg: TrainConfig, progress: bool | None = None) -> dict:
+    """Run (or resume) training as configured; returns the log ``{"config", "history"}``."""
+    cfg.validate()
+    task = cfg.task()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = sys.stderr.isatty() if progress is None else progress
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    # pi_ref: given, or pretrained here once (a resumed run reuses the saved one)
+    ref_path = Path(cfg.ref) if cfg.ref else out / "ref.safetensors"
+    if not cfg.ref and not cfg.resume:
+        pi_ref = GPT(model_config(task, cfg.n_layer, cfg.n_head, cfg.n_embd))
+        pretrain(pi_ref, task, cfg.pretrain_steps, cfg.pretrain_batch, cfg.pretrain_lr,
+                 torch.Generator().manual_seed(cfg.seed + PRETRAIN_SEED_OFFSET), progress)
+        save_checkpoint(ref_path, pi_ref, {"task": asdict(task)})
+    pi_ref = load_reference(ref_path)
+    if pi_ref.config.vocab_size != task.vocab or pi_ref.config.n_embd != cfg.n_embd:
+        raise ValueError(f"ref: {ref_path} has vocab {pi_ref.config.vocab_size}, n_embd {pi_ref.config.n_embd}; "
+                         f"the config asks for {task.vocab}, {cfg.n_embd}")
+
+    policy = build_policy(cfg, pi_ref)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    start, history = 0, []
+    if cfg.resume:
+        saved, meta = load_checkpoint(out / "policy.safetensors")
+        policy.load_state_dict(saved.state_dict())
+        start = load_train_state(out / "train_state.safetensors", optimizer, generator)
+        if start != meta["step"]:
+            raise ValueError(f"resume: policy is at step {meta['step']} but train_state at {start}")
+        rng.bit_generator.state = meta["numpy_rng"]
+        history = [h for h in json.loads((out / "log.json").read_text())["history"] if h["step"] <= start]
+        if start > cfg.steps:
+            raise ValueError(f"steps: the checkpoint is already at step {start} > {cfg.steps}")
+
+    def checkpoint(step):
+        save_train_state(out / "train_state.safetensors", optimizer, generator, step)
+        save_checkpoint(out / "policy.safetensors", policy,
+                        {"train": asdict(cfg), "ref": str(ref_path), "step": step,
+                         "numpy_rng": rng.bit_generator.state})
+        _write_log(out, cfg, history)
+
+    policy.train()
+    bar = tqdm(range(start, cfg.steps), desc=f"train {cfg.conditioning}", disable=not progress)
+    for step in bar:
+        w = rl.draw_weightings(rng, cfg.prompts_per_step, cfg.m, cfg.weights, cfg.alpha, cfg.p_vertex, cfg.fixed_w)
+        stats = rl.rl_step(policy, pi_ref, optimizer, task, w, cfg.samples_per_prompt, cfg.beta,
+                           generator, steer_kl=cfg.steer == "kl")
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            history.append({"step": done, **stats})
+            bar.set_postfix(objective=f"{stats['objective']:.3f}", kl=f"{stats['kl']:.3f}")
+            _write_log(out, cfg, history)
+        if done % cfg.ckpt_every == 0 or done == cfg.steps:
+            checkpoint(done)
+    if start == cfg.steps:
+        checkpoint(start)
+    return {"config": asdict(cfg), "history": history}

@@ -1,0 +1,94 @@
+"""Log-linear policies and Rewarded Soups under function approximation (THEORY.md section 5)."""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+from strategies import betas, simplex_stack
+
+from theory import gibbs, loglinear as ll
+from theory.mixing import mix_parameters
+
+seeds = st.integers(0, 2 ** 32 - 1)
+
+
+def _J(bandit, phi, theta, W, beta):
+    return gibbs.bandit_stats(bandit, ll.loglinear_log_policy(phi, theta), W, beta)["objective"]
+
+
+@given(seeds, st.floats(0.0, 3.0))
+def test_gradient_matches_central_differences(seed, mis):
+    rng = np.random.default_rng(seed)
+    bandit, phi, theta_ref, _ = ll.feature_bandit(rng, 2, 5, 3, 2, mis)
+    log_q = gibbs.gibbs_log_policy(bandit, np.array([[0.3, 0.7]]), 0.7)[0]
+    theta = rng.normal(size=3)
+    _, grad = ll.kl_to_target_and_grad(theta, phi, bandit.context_probs, log_q)
+    h = 1e-6
+    fd = np.array([(ll.kl_to_target_and_grad(theta + h * e, phi, bandit.context_probs, log_q)[0]
+                    - ll.kl_to_target_and_grad(theta - h * e, phi, bandit.context_probs, log_q)[0]) / (2 * h)
+                   for e in np.eye(3)])
+    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
+
+
+@given(seeds, betas(), simplex_stack(3, 2))
+def test_realisable_closed_form_is_the_gibbs_policy(seed, beta, W):
+    rng = np.random.default_rng(seed)
+    bandit, phi, theta_ref, psi = ll.feature_bandit(rng, 3, 6, 4, 2, 0.0)
+    theta = ll.realisable_optimum(theta_ref, psi, W, beta)
+    np.testing.assert_allclose(ll.loglinear_log_policy(phi, theta), gibbs.gibbs_log_policy(bandit, W, beta),
+                               atol=1e-9 * max(1.0, 1 / beta))
+
+
+@given(seeds, st.floats(0.1, 10.0), simplex_stack(3, 2))
+def test_realisable_best_in_class_and_averaging_are_exact(seed, beta, W):
+    rng = np.random.default_rng(seed)
+    bandit, phi, theta_ref, psi = ll.feature_bandit(rng, 3, 6, 4, 2, 0.0)
+    theta_best = ll.best_in_class(bandit, phi, W, beta)
+    np.testing.assert_allclose(theta_best, ll.realisable_optimum(theta_ref, psi, W, beta), atol=1e-6)
+    theta_avg = mix_parameters(ll.best_in_class(bandit, phi, np.eye(2), beta), W)
+    J_opt = gibbs.optimal_value(bandit, W, beta)  # P1, closed form
+    np.testing.assert_allclose(_J(bandit, phi, theta_avg, W, beta), J_opt, atol=1e-9)
+    np.testing.assert_allclose(_J(bandit, phi, theta_best, W, beta), J_opt, atol=1e-9)
+
+
+@given(seeds, st.floats(0.3, 3.0))
+def test_misspecified_averaging_gap_is_nonnegative(seed, mis):
+    rng = np.random.default_rng(seed)
+    bandit, phi, _, _ = ll.feature_bandit(rng, 3, 6, 3, 2, mis)
+    beta = 0.5
+    W = np.array([[1.0, 0.0], [0.5, 0.5], [0.2, 0.8], [0.0, 1.0]])
+    theta_best = ll.best_in_class(bandit, phi, W, beta)
+    theta_avg = mix_parameters(ll.best_in_class(bandit, phi, np.eye(2), beta), W)
+    J_best, J_avg = _J(bandit, phi, theta_best, W, beta), _J(bandit, phi, theta_avg, W, beta)
+    gap = J_best - J_avg
+    assert np.all(gap >= -1e-9), gap
+    np.testing.assert_allclose(gap[[0, 3]], 0.0, atol=1e-9)  # vertices: averaging is the expert
+    assert np.all(gibbs.optimal_value(bandit, W, beta) >= J_best - 1e-12)  # the class is a subset
+
+
+def test_misspecification_opens_a_gap():
+    # the measured quantity of section 5: a gap that is 0 when realisable and positive otherwise
+    rng = np.random.default_rng(0)
+    W = np.array([[0.5, 0.5]])
+    gaps = []
+    for mis in (0.0, 1.0):
+        bandit, phi, _, _ = ll.feature_bandit(rng, 3, 8, 3, 2, mis)
+        best = ll.best_in_class(bandit, phi, W, 0.5)
+        avg = mix_parameters(ll.best_in_class(bandit, phi, np.eye(2), 0.5), W)
+        gaps.append(float((_J(bandit, phi, best, W, 0.5) - _J(bandit, phi, avg, W, 0.5))[0]))
+    assert abs(gaps[0]) < 1e-9 and gaps[1] > 1e-6, gaps
+
+
+def test_bad_input_names_the_field():
+    rng = np.random.default_rng(0)
+    bandit, phi, theta_ref, psi = ll.feature_bandit(rng, 2, 4, 3, 2, 0.0)
+    with pytest.raises(ValueError, match="^phi:"):
+        ll.best_in_class(bandit, phi[:, :3], [0.5, 0.5], 1.0)
+    with pytest.raises(ValueError, match="^theta:"):
+        ll.loglinear_log_policy(phi, np.ones(4))
+    with pytest.raises(ValueError, match="^weights:"):
+        ll.realisable_optimum(theta_ref, psi, [0.5, 0.6], 1.0)
+    with pytest.raises(ValueError, match="^beta:"):
+        ll.best_in_class(bandit, phi, [0.5, 0.5], 0.0)
+    with pytest.raises(ValueError, match="^misspecification:"):
+        ll.feature_bandit(rng, 2, 4, 3, 2, -1.0)
+    with pytest.raises(ValueError, match="^theta_init:"):
+        ll.best_in_class(bandit, phi, [[0.5, 0.5]] * 3, 1.0, theta_init=np.zeros((2, 3)))
