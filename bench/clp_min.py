@@ -2,13 +2,16 @@
 
 (a) forward + backward of ParamConditioned (scopes logit, attn, full; one weighting per
     batch ``w [m]`` and one per example ``w [B, m]``) over the unconditioned GPT;
-(b) decoding tokens/s of a conditioned model (parameter-conditioned, one pass per token)
-    against decoding-time realignment (2 passes) and two-model logit mixing (2 passes).
+(b) decoding tokens/s of a conditioned model (parameter-conditioned, one pass per token,
+    mixing at every call or exported once with ``policy_at``) against decoding-time
+    realignment (2 passes) and two-model logit mixing (2 passes).
 
     python bench/clp_min.py [--out DIR]
 
 Prints two markdown tables; with ``--out`` also writes ``clp_min_bench.json``.
-Times are medians over ``--repeats`` runs after one warm-up run.
+The cases are timed in turn within each of ``--repeats`` rounds (after one warm-up run)
+and each ratio is the median of the per-round ratios, which tolerates a shared, busy CPU.
+The GPT is untied, so scope ``logit`` mixes the unembedding only.
 """
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from clp_min import GPT, GPTConfig, ParamConditioned, logit_mix_sample, realign_sample, sample  # noqa: E402
+from clp_min import (GPT, GPTConfig, ParamConditioned, Unconditioned, logit_mix_sample,  # noqa: E402
+                     realign_sample, sample)
 
 
 @dataclass
@@ -40,7 +44,7 @@ class BenchConfig:
     seq: int = 32  # T tokens for forward + backward
     prompt: int = 8  # prompt length for decoding
     new_tokens: int = 32  # tokens decoded per run
-    repeats: int = 5  # timed runs per case (median reported)
+    repeats: int = 15  # timed rounds (median of per-round ratios reported)
     seed: int = 0  # torch seed
     out: str | None = None  # directory for clp_min_bench.json (optional)
 
@@ -53,14 +57,25 @@ def parse_args() -> BenchConfig:
     return BenchConfig(**vars(parser.parse_args()))
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def round_robin(cases: dict, repeats: int, progress) -> dict:
+    """Seconds per run ``{name: [repeats]}``, timing the cases in turn within each round.
+
+    The CPU is shared, so ratios are taken within a round (same load) and their median reported.
+    """
+    for fn in cases.values():
+        fn()  # warm-up
+    times = {name: [] for name in cases}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in cases.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+        progress.update()
+    return times
+
+
+def median_ratio(times: dict, name: str, ref: str) -> float:
+    return statistics.median(a / b for a, b in zip(times[name], times[ref]))
 
 
 def forward_backward_table(cfg: BenchConfig, gpt: GPT, progress) -> list[dict]:
@@ -76,17 +91,18 @@ def forward_backward_table(cfg: BenchConfig, gpt: GPT, progress) -> list[dict]:
             logits.float().logsumexp(-1).mean().backward()
         return fn
 
-    base = median_time(step(lambda: gpt(idx)), cfg.repeats)
-    progress.update()
-    rows = []
+    cases = {"unconditioned": step(lambda: gpt(idx))}
     for scope in ("logit", "attn", "full"):
         pc = ParamConditioned.from_base(gpt, cfg.m, scope)
-        row = {"scope": scope}
-        for label, w in (("per_batch", w_batch), ("per_example", w_each)):
-            row[label] = median_time(step(lambda: pc(w, idx)), cfg.repeats) / base
-            progress.update()
-        rows.append(row)
-    return [{"scope": "unconditioned", "per_batch": 1.0, "per_example": 1.0, "seconds": base}] + rows
+        cases[(scope, "per_batch")] = step(lambda pc=pc: pc(w_batch, idx))
+        cases[(scope, "per_example")] = step(lambda pc=pc: pc(w_each, idx))
+    times = round_robin(cases, cfg.repeats, progress)
+    rows = [{"scope": "unconditioned", "per_batch": 1.0, "per_example": 1.0,
+             "seconds": statistics.median(times["unconditioned"])}]
+    for scope in ("logit", "attn", "full"):
+        rows.append({"scope": scope, **{label: median_ratio(times, (scope, label), "unconditioned")
+                                        for label in ("per_batch", "per_example")}})
+    return rows
 
 
 def decoding_table(cfg: BenchConfig, gpt: GPT, progress) -> list[dict]:
@@ -96,22 +112,21 @@ def decoding_table(cfg: BenchConfig, gpt: GPT, progress) -> list[dict]:
     other = GPT(gpt.config)
     pc = ParamConditioned.from_experts([gpt, other], "full")
     w = torch.tensor([0.5, 0.5])
-    cases = {
-        "conditioned (full scope, 1 pass/token)": lambda gen: sample(pc, w, prompt, cfg.new_tokens, generator=gen),
-        "realignment (2 passes/token)": lambda gen: realign_sample(gpt, other, 0.5, prompt, cfg.new_tokens,
-                                                                   generator=gen),
-        "logit mixing, 2 models (2 passes/token)": lambda gen: logit_mix_sample([gpt, other], w, prompt,
-                                                                               cfg.new_tokens, generator=gen),
+    runs = {
+        "conditioned (full scope, 1 pass/token)": lambda: sample(pc, w, prompt, cfg.new_tokens,
+                                                                 generator=torch.Generator().manual_seed(0)),
+        "conditioned, mixed once by policy_at(w) (1 pass/token)": lambda: sample(
+            Unconditioned(pc.policy_at(w)), w, prompt, cfg.new_tokens, generator=torch.Generator().manual_seed(0)),
+        "realignment (2 passes/token)": lambda: realign_sample(gpt, other, 0.5, prompt, cfg.new_tokens,
+                                                               generator=torch.Generator().manual_seed(0)),
+        "logit mixing, 2 models (2 passes/token)": lambda: logit_mix_sample(
+            [gpt, other], w, prompt, cfg.new_tokens, generator=torch.Generator().manual_seed(0)),
     }
-    rows = []
-    for name, run in cases.items():
-        calls = run(torch.Generator().manual_seed(0)).model_calls
-        seconds = median_time(lambda: run(torch.Generator().manual_seed(0)), cfg.repeats)
-        rows.append({"method": name, "tokens_per_s": cfg.batch * cfg.new_tokens / seconds, "model_calls": calls})
-        progress.update()
-    for row in rows:
-        row["ratio"] = row["tokens_per_s"] / rows[0]["tokens_per_s"]
-    return rows
+    calls = {name: run().model_calls for name, run in runs.items()}
+    times = round_robin(runs, cfg.repeats, progress)
+    first = next(iter(runs))
+    return [{"method": name, "tokens_per_s": cfg.batch * cfg.new_tokens / statistics.median(times[name]),
+             "model_calls": calls[name], "ratio": 1.0 / median_ratio(times, name, first)} for name in runs]
 
 
 def main():
@@ -119,8 +134,8 @@ def main():
     torch.set_num_threads(1)
     torch.manual_seed(cfg.seed)
     gpt = GPT(GPTConfig(vocab_size=cfg.vocab_size, block_size=max(cfg.seq, cfg.prompt + cfg.new_tokens),
-                        n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd))
-    with tqdm(total=10, disable=not sys.stderr.isatty(), desc="bench") as progress:
+                        n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, tie_weights=False))
+    with tqdm(total=2 * cfg.repeats, disable=not sys.stderr.isatty(), desc="bench") as progress:
         fb = forward_backward_table(cfg, gpt, progress)
         dec = decoding_table(cfg, gpt, progress)
 

@@ -27,6 +27,12 @@ def add_parser(groups) -> None:
     front.add_argument("--out", default="runs/theory-front", help="folder for front.json and front.png")
     front.set_defaults(run=run_front)
 
+    claims = cmds.add_parser("claims", help="check the exact statements on random instances: PASS/FAIL")
+    claims.add_argument("--quick", action="store_true", help="fewer random instances")
+    claims.add_argument("--seed", type=int, default=0, help="random seed")
+    claims.add_argument("--out", default=None, help="also write theory_claims.json here")
+    claims.set_defaults(run=run_claims)
+
     rand = cmds.add_parser("random", help="print a random instance as JSON")
     rand.add_argument("kind", choices=["bandit", "tree"], help="instance kind")
     rand.add_argument("--seed", type=int, default=0, help="random seed")
@@ -104,3 +110,18 @@ def run_random(args) -> int:
                            scale=args.scale, misalignment=args.misalignment)
     print(json.dumps(inst.to_json()))
     return 0
+
+
+def run_claims(args) -> int:
+    from theory.claims import run_theory_claims
+
+    rows = run_theory_claims(seed=args.seed, quick=args.quick)
+    for row in rows:
+        value = row["value"] if isinstance(row["value"], str) else f"{row['value']:.3g}"
+        print(f"{'PASS' if row['passed'] else 'FAIL'}  {row['claim']}: {row['measured']} = {value} "
+              f"(threshold {row['threshold']})")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "theory_claims.json").write_text(json.dumps(rows, indent=1))
+    return 0 if all(row["passed"] for row in rows) else 1

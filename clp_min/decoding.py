@@ -12,6 +12,10 @@ the baselines mix plain models ``model(idx, cache=None) -> (logits, cache)``. Th
 mixing itself is theory.mixing.logit_mix / kl_weight_mix (the one implementation;
 float64 numpy, per step on ``[B, V]`` rows, which is cheap at this size).
 
+A ``ParamConditioned`` policy mixes its parameters at every call. To decode at one
+fixed ``w``, ``sample(Unconditioned(policy.policy_at(w)), w, ...)`` mixes once (same
+outputs; bench/clp_min.py measures the difference).
+
 A *step* feeds the prompt (first step) or the last sampled token (later steps)
 through the cache, so N new tokens cost N calls per model. ``model_calls`` counts
 forward calls summed over all models.

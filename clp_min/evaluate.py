@@ -17,9 +17,13 @@ prompts; the standard error is the standard deviation of the per-prompt means
 over ``sqrt(P)`` (prompts are i.i.d. draws of the task).
 
 Measures (THEORY.md section 6, computed by ``theory.pareto``): points are
-``(R_1 .. R_m)`` at fixed beta with reference point ``R(pi_ref)``; when steering
-the KL weight they are ``(R, -K)`` with reference point ``(R(pi_ref), -K_max)``,
-``K_max`` the largest KL of any method's point in that comparison (stated in the JSON).
+``(R_1 .. R_m)`` at fixed beta, or ``(R, -K)`` when steering the KL weight. The
+hypervolume's reference point is said otherwise than section 6's default
+``R(pi_ref)``: with conflicting rewards the regularised front passes near
+``R(pi_ref)`` without dominating it, so that volume is ~0 for every method.
+``clp_min.setups`` uses the worst reward vector ``0`` (every reward lies in
+[0, 1]), and ``(0, -1.1 K_max)`` for ``(R, -K)``, ``K_max`` the largest KL of any
+method's point in that comparison (stated in the JSON).
 """
 from __future__ import annotations
 
@@ -30,12 +34,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from clp_min import exact
 from clp_min import task as tk
 from clp_min.conditioning import Unconditioned
 from clp_min.decoding import logit_mix_sample, realign_sample, sample
 from clp_min.rl import pad_responses, response_logprobs, reward_vectors
 from theory import pareto
 from theory.mixing import kl_weight_mix, logit_mix
+from theory.weights import simplex_grid
 
 
 @dataclass
@@ -190,3 +196,75 @@ def plot_fronts(results: dict, path, title: str, steer_kl: bool = False, exact_f
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def exact_front(methods: dict, pi_ref, task: tk.TaskConfig, W: np.ndarray, prompts: torch.Tensor, beta: float,
+                png=None) -> dict:
+    """Exact stats of every method and of pi*_w on the prompts' trees (clp_min.exact); normalised regret.
+
+    Normalised regret ``(J_w(pi*_w) - J_w(pi)) / (J_w(pi*_w) - J_w(pi_ref))`` per weighting, of the
+    prompt-averaged objectives (contexts uniform over ``prompts``), and its mean over the grid.
+    """
+    trees = exact.prompt_trees(lambda idx: F.log_softmax(pi_ref(idx)[0].double(), dim=-1), task, prompts)
+    optimal = exact.optimal_stats(trees, W, beta)
+    reference = exact.reference_stats(trees, W, beta)
+    stats = {n: exact.policy_stats(trees, exact.method_log_policies(mth.logprobs, task, prompts, W), W, beta)
+             for n, mth in methods.items()}
+    regret = {n: pareto.normalised_regret(optimal["objective"], s["objective"], reference["objective"])
+              for n, s in stats.items()}
+    clp = [n for n in methods if n.startswith("CLP")]
+    measures = front_measures({**{n: s["rewards"] for n, s in stats.items()}, "optimal": optimal["rewards"]},
+                              W, np.zeros(W.shape[1]), clp, [n for n in methods if n not in clp])
+    if png is not None:
+        plot_fronts(stats, png, "enumerable configuration: exact fronts",
+                    exact_front=optimal["rewards"], ref_point=reference["rewards"][0])
+    return {"prompts": int(prompts.size(0)), "optimal": optimal, "reference": reference, "methods": stats,
+            "normalised_regret": regret,
+            "mean_normalised_regret": {n: float(np.mean(r)) for n, r in regret.items()},
+            "measures": measures}
+
+
+def evaluate_run(run_dir, out, grid_n: int, n_prompts: int, n_samples: int, seed: int) -> dict:
+    """``clp eval``: the front of one trained run on held-out prompts; ``front.json``, ``front.png``
+    (and the exact evaluation when the task is enumerable). Returns a short summary."""
+    import json
+    from pathlib import Path
+
+    from clp_min.train import load_trained
+
+    policy, pi_ref, cfg = load_trained(run_dir)
+    task, steer_kl = cfg.task(), cfg.steer == "kl"
+    W = simplex_grid(cfg.m, grid_n)
+    if steer_kl:
+        W = W[:-1]  # lam = 0 is pi_ref itself
+    gen = torch.Generator().manual_seed(seed)
+    prompts = tk.sample_prompts(task, n_prompts, gen)
+    method = policy_method(cfg.conditioning, policy)
+    mc = mc_front(method, task, pi_ref, W, prompts, n_samples, cfg.beta, gen, steer_kl)
+    ref = mc_front(policy_method("pi_ref", Unconditioned(pi_ref)), task, pi_ref, W[:1], prompts, n_samples,
+                   cfg.beta, gen, steer_kl)
+    pts = front_points(mc, steer_kl)
+    ref_point = np.array([0.0, -1.1 * float(mc["kl"].max())]) if steer_kl else np.zeros(W.shape[1])
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"run": str(run_dir), "weights": W, "monte_carlo": mc,
+              "reference": {"rewards": ref["rewards"][0], "rewards_se": ref["rewards_se"][0]},
+              "measures": front_measures({cfg.conditioning: pts}, W, ref_point, [], [])}
+    plot_fronts({cfg.conditioning: mc}, out / "front.png", f"{run_dir}: Monte Carlo front", steer_kl,
+                ref_point=None if steer_kl else ref["rewards"][0])
+    if task.vocab ** task.response_len <= exact.MAX_LEAVES:
+        result["exact"] = exact_front({cfg.conditioning: method}, pi_ref, task, W, prompts[:min(32, n_prompts)],
+                                      cfg.beta, out / "front_exact.png")
+    (out / "front.json").write_text(json.dumps(result, default=_to_list, indent=1))
+    summary = {"out": str(out), "hypervolume": result["measures"]["methods"][cfg.conditioning]["hypervolume"]}
+    if "exact" in result:
+        summary["mean_normalised_regret"] = result["exact"]["mean_normalised_regret"][cfg.conditioning]
+    return summary
+
+
+def _to_list(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")

@@ -21,17 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from clp_min import evaluate as ev
-from clp_min import exact
 from clp_min.checkpoint import load_checkpoint, save_checkpoint
 from clp_min.conditioning import ParamConditioned, Unconditioned
 from clp_min.model import GPT
 from clp_min.pretrain import model_config, pretrain
 from clp_min.task import TaskConfig, sample_prompts
 from clp_min.train import PRETRAIN_SEED_OFFSET, TrainConfig, frozen, load_reference, train
-from theory import pareto
 from theory.weights import simplex_grid
 
 HELDOUT_SEED_OFFSET = 20_000  # held-out prompts and evaluation samples use their own stream
@@ -103,11 +100,11 @@ def _config(setup: dict, scale: Scale, seed: int, ref_path: Path, out: Path, **k
                        log_every=max(1, scale.steps // 10), ckpt_every=max(1, scale.steps // 2), **kw)
 
 
-def build_methods(name: str, scale: Scale, seed: int, root: Path, progress: bool) -> tuple:
-    """Train (or load) every method of a setup; returns ``(methods, pi_ref, task)``."""
+def build_methods(name: str, scale: Scale, seed: int, runs: Path, progress: bool) -> tuple:
+    """Train (or load) every method of a setup under ``runs``; returns ``(methods, pi_ref, task)``."""
     setup = SETUPS[name]
     task_key = "enum" if setup["task"] is ENUM_TASK else "small"
-    base = root / f"seed{seed}" / task_key
+    base = Path(runs) / f"seed{seed}" / task_key
     ref_path = base / "ref.safetensors"
     pi_ref = reference_model(setup["task"], scale, seed, ref_path)
     rewards = setup["rewards"]
@@ -157,13 +154,16 @@ def _jsonable(obj):
     return obj
 
 
-def run_setup(name: str, seed: int, scale: Scale, root, progress: bool = False) -> dict:
-    """Train, evaluate and measure one setup at one seed; writes ``front.json`` and ``fronts.png``."""
+def run_setup(name: str, seed: int, scale: Scale, root, progress: bool = False, runs=None) -> dict:
+    """Train, evaluate and measure one setup at one seed; writes ``root/name/seed*/front.json`` and figures.
+
+    Trained models are cached under ``runs`` (default ``root/runs``).
+    """
     if name not in SETUPS:
         raise ValueError(f"setup: unknown {name!r}; choose from {sorted(SETUPS)}")
     root = Path(root)
     steer_kl = SETUPS[name]["steer"] == "kl"
-    methods, pi_ref, task = build_methods(name, scale, seed, root, progress)
+    methods, pi_ref, task = build_methods(name, scale, seed, root / "runs" if runs is None else runs, progress)
     W = grid(name, scale)
     gen = torch.Generator().manual_seed(seed + HELDOUT_SEED_OFFSET)
     prompts = sample_prompts(task, scale.eval_prompts, gen)
@@ -178,40 +178,20 @@ def run_setup(name: str, seed: int, scale: Scale, root, progress: bool = False) 
     if steer_kl:
         points = {n: ev.front_points(r, True) for n, r in mc.items()}
         k_max = max(float(r["kl"].max()) for r in mc.values())
-        ref_point = np.array([mc_ref["rewards"][0, 0], -1.1 * k_max])  # (R(pi_ref), -1.1 K_max)
+        ref_point = np.array([0.0, -1.1 * k_max])  # (worst reward, -1.1 K_max)
         measures = ev.front_measures(points, W, ref_point, clp, baselines)
         measures["k_max"] = k_max
     else:
-        ref_point = mc_ref["rewards"][0]
+        ref_point = np.zeros(W.shape[1])  # the worst reward vector (every reward lies in [0, 1])
         measures = ev.front_measures({n: r["rewards"] for n, r in mc.items()}, W, ref_point, clp, baselines)
     result = {"setup": name, "seed": seed, "scale": asdict(scale), "beta": BETA, "task": asdict(task),
               "weights": W, "reference": {"rewards": mc_ref["rewards"][0], "rewards_se": mc_ref["rewards_se"][0]},
               "monte_carlo": mc, "measures": measures}
     ev.plot_fronts(mc, out / "fronts.png", f"setup {name}, seed {seed} (Monte Carlo, 1 s.e. bars)",
-                   steer_kl=steer_kl, ref_point=None if steer_kl else ref_point)
+                   steer_kl=steer_kl, ref_point=None if steer_kl else mc_ref["rewards"][0])
     if name == "enum":
-        result["exact"] = exact_front(methods, pi_ref, task, W, scale, seed, out)
+        gen = torch.Generator().manual_seed(seed + HELDOUT_SEED_OFFSET + 1)
+        result["exact"] = ev.exact_front(methods, pi_ref, task, W, sample_prompts(task, scale.exact_prompts, gen),
+                                         BETA, out / "fronts_exact.png")
     (out / "front.json").write_text(json.dumps(_jsonable(result), indent=1))
     return _jsonable(result)
-
-
-def exact_front(methods: dict, pi_ref, task: TaskConfig, W: np.ndarray, scale: Scale, seed: int, out: Path) -> dict:
-    """Exact stats of every method and of pi*_w on held-out prompt trees; normalised regret (section 6)."""
-    gen = torch.Generator().manual_seed(seed + HELDOUT_SEED_OFFSET + 1)
-    prompts = sample_prompts(task, scale.exact_prompts, gen)
-    trees = exact.prompt_trees(lambda idx: F.log_softmax(pi_ref(idx)[0].double(), dim=-1), task, prompts)
-    optimal = exact.optimal_stats(trees, W, BETA)
-    reference = exact.reference_stats(trees, W, BETA)
-    stats = {n: exact.policy_stats(trees, exact.method_log_policies(mth.logprobs, task, prompts, W), W, BETA)
-             for n, mth in methods.items()}
-    regret = {n: pareto.normalised_regret(optimal["objective"], s["objective"], reference["objective"])
-              for n, s in stats.items()}
-    clp = [n for n in methods if n.startswith("CLP")]
-    measures = ev.front_measures({**{n: s["rewards"] for n, s in stats.items()}, "optimal": optimal["rewards"]},
-                                 W, reference["rewards"][0], clp, [n for n in methods if n not in clp])
-    ev.plot_fronts(stats, out / "fronts_exact.png", "enumerable configuration: exact fronts",
-                   exact_front=optimal["rewards"], ref_point=reference["rewards"][0])
-    return {"prompts": scale.exact_prompts, "optimal": optimal, "reference": reference, "methods": stats,
-            "normalised_regret": regret,
-            "mean_normalised_regret": {n: float(np.mean(r)) for n, r in regret.items()},
-            "measures": measures}

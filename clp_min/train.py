@@ -138,6 +138,15 @@ class TrainConfig:
         return cls(**d)
 
 
+def field_help() -> dict:
+    """``{field: its one-line help}``, read from the comments of ``TrainConfig`` (one source of truth)."""
+    import inspect
+    import re
+
+    pattern = re.compile(r"^\s+(\w+): [^=]+=.*?#\s*(.+)$")
+    return {m.group(1): m.group(2) for m in map(pattern.match, inspect.getsource(TrainConfig).splitlines()) if m}
+
+
 def build_policy(cfg: TrainConfig, pi_ref: GPT) -> torch.nn.Module:
     """The trainable conditioned policy, starting at pi_ref (all copies equal to it)."""
     model = copy.deepcopy(pi_ref)

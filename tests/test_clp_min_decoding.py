@@ -198,3 +198,12 @@ def test_refusals():
         realign_sample(models[0], models[1], 0.0, prompt, 3)
     with pytest.raises(ValueError, match="^lam: "):
         realign_sample(models[0], models[1], float("nan"), prompt, 3)
+
+
+def test_decoding_the_exported_policy_gives_the_same_outputs():
+    pc = _policies()["param"]
+    w = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    a = sample(pc, w, _prompt(), 6, generator=torch.Generator().manual_seed(5))
+    b = sample(Unconditioned(pc.policy_at(w)), w, _prompt(), 6, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a.tokens, b.tokens)
+    torch.testing.assert_close(a.logprobs, b.logprobs, rtol=0, atol=1e-12)

@@ -159,15 +159,16 @@ for beta in [1e-3, 1e-1, 1.0, 1e3]:
     print(f"beta = {beta:g}: max |log pi^mix_w - log pi*_w| over {len(W)} weightings = {err:.1e}")
 
 # %% [markdown]
-# The same argument with symbols instead of numbers: `theory.symbolic` builds the
-# mixture of two Gibbs policies with sympy, with symbolic rewards, reference
-# probabilities, `beta` and `w`, and returns the difference with `pi*_w` after
-# simplification. It is zero identically, not just on the instances we tried.
+# The same argument with symbols instead of numbers: `theory.symbolic` builds, with
+# sympy, the mixture of two Gibbs policies on three responses, where the rewards, the
+# reference probabilities, `beta` and `w = (lam, 1 - lam)` are all symbols, and returns
+# `sum_y |pi^mix_w(y) / pi*_w(y) - 1|` after simplification. It is zero identically,
+# not just on the instances we tried.
 
 # %%
 from theory.symbolic import prove_bandit_exactness
 
-print("symbolic residual  pi^mix_w - pi*_w  =", prove_bandit_exactness())
+print("symbolic residual  sum_y |pi^mix_w(y) / pi*_w(y) - 1|  =", prove_bandit_exactness())
 
 # %% [markdown]
 # **Averaging parameters is the same thing.** A tabular softmax policy has one
@@ -210,7 +211,7 @@ lam = np.linspace(0.05, 3.0, 60)  # (K,)
 log_mixed = kl_weight_mix(bandit1.ref_logp, log_pi_beta, lam)  # (K, X, Y)
 log_exact = np.stack([gibbs.gibbs_log_policy(bandit1, np.ones((1, 1)), beta / l)[0] for l in lam])
 print("max |log mix_lam - log pi*_{beta/lam}| over 60 values of lam:", np.abs(log_mixed - log_exact).max())
-print("symbolic residual:", prove_kl_weight_identity())
+print("symbolic residual  sum_y |mix_lam(y) / pi*_{beta/lam}(y) - 1|  =", prove_kl_weight_identity())
 
 # %% [markdown]
 # Each `lam` gives a point `(KL, expected reward)`. Below, the curve is traced by the

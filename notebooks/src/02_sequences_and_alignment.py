@@ -219,9 +219,10 @@ plt.show()
 
 # %% [markdown]
 # The loss is zero at the two ends, where the mixture is one of the trained policies,
-# and positive in between. For two tokens, `theory.symbolic` proves the identity
-# `Delta = beta KL_seq(pi^mix || pi*)` with sympy, for symbolic rewards and reference
-# probabilities:
+# and positive in between. For a tree with two tokens (`V = 2`, `T = 2`, two rewards),
+# `theory.symbolic` proves the identity `Delta = beta KL_seq(pi^mix || pi*)` with sympy:
+# the rewards, the reference probabilities, `beta` and `w = (lam, 1 - lam)` are all
+# symbols, both policies are built token by token, and the residual simplifies to 0.
 
 # %%
 from theory.symbolic import prove_gap_identity_two_token
