@@ -122,6 +122,16 @@ def write_report(out: Path, theory_rows: list, toy_rows: list, target_rows: list
     return path
 
 
+def summary_table(rows: list) -> str:
+    """The targets as a short markdown table (for README / docs): target, value, rule, met."""
+    lines = ["| target | value | rule | met |", "|---|---|---|---|"]
+    for r in rows:
+        if r["met"] is None:
+            continue
+        lines.append(f"| {r['target']} | {r['value']:.4g} | {r['rule']} | {'yes' if r['met'] else '**no**'} |")
+    return "\n".join(lines) + "\n"
+
+
 def run_theory(quick: bool) -> list:
     try:
         from theory.claims import run_theory_claims

@@ -65,6 +65,7 @@ SETUPS = {
 }
 MODEL = dict(n_layer=1, n_head=2, n_embd=32)
 BETA = 0.1
+LR_SCHEDULE = "cosine"
 TRAIN_WEIGHTS = dict(weights="vertices", alpha=1.0, p_vertex=0.25)  # uniform Dirichlet mixed with the vertices
 
 
@@ -95,9 +96,10 @@ def trained(cfg: TrainConfig, progress: bool):
 
 def _config(setup: dict, scale: Scale, seed: int, ref_path: Path, out: Path, **kw) -> TrainConfig:
     return TrainConfig(out=str(out), seed=seed, **setup["task"], rewards=kw.pop("rewards", setup["rewards"]),
-                       **MODEL, ref=str(ref_path), beta=BETA, steps=scale.steps,
+                       **MODEL, ref=str(ref_path), pretrain_steps=scale.pretrain_steps, beta=BETA, steps=scale.steps,
                        prompts_per_step=scale.prompts_per_step, samples_per_prompt=scale.samples_per_prompt,
-                       log_every=max(1, scale.steps // 10), ckpt_every=max(1, scale.steps // 2), **kw)
+                       lr_schedule=LR_SCHEDULE, log_every=max(1, scale.steps // 10),
+                       ckpt_every=max(1, scale.steps // 2), **kw)
 
 
 def build_methods(name: str, scale: Scale, seed: int, runs: Path, progress: bool) -> tuple:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import sys
 import tempfile
@@ -44,6 +45,14 @@ from theory.checks import check_beta, check_weights
 PRETRAIN_SEED_OFFSET = 10_000
 CONDITIONINGS = ("none", "full", "attn", "logit", "input", "input+full", "input+attn", "input+logit")
 STEERS = ("rewards", "kl")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(cfg: "TrainConfig", step: int) -> float:
+    """The learning rate of step ``step`` (0-based); a pure function of the step, so resume needs no state."""
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * step / cfg.steps))
+    return cfg.lr
 
 
 @dataclass
@@ -78,6 +87,7 @@ class TrainConfig:
     prompts_per_step: int = 16  # P: prompts (and weightings) per step
     samples_per_prompt: int = 4  # n: responses per prompt (leave-one-out baseline needs n >= 2)
     lr: float = 3e-3  # Adam learning rate
+    lr_schedule: str = "constant"  # constant | cosine (lr * (1 + cos(pi step / steps)) / 2, a function of the step)
     log_every: int = 25  # steps between entries of log.json
     ckpt_every: int = 100  # steps between checkpoints (one is always written at the end)
     resume: bool = False  # continue from OUT's checkpoint with the same random streams
@@ -114,6 +124,8 @@ class TrainConfig:
         check_beta(self.beta, "beta")
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning: unknown {self.conditioning!r}; choose from {CONDITIONINGS}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule: unknown {self.lr_schedule!r}; choose from {LR_SCHEDULES}")
         if self.steer not in STEERS:
             raise ValueError(f"steer: unknown {self.steer!r}; choose from {STEERS}")
         if self.steer == "kl" and task.m != 1:
@@ -232,8 +244,14 @@ def _write_log(out: Path, cfg: TrainConfig, history: list) -> None:
     _atomic_write(out / "log.json", json.dumps({"config": asdict(cfg), "history": history}, indent=1).encode())
 
 
-def train(cfg: TrainConfig, progress: bool | None = None) -> dict:
-    """Run (or resume) training as configured; returns the log ``{"config", "history"}``."""
+def train(cfg: TrainConfig, progress: bool | None = None, stop_at: int | None = None) -> dict:
+    """Run (or resume) training as configured; returns the log ``{"config", "history"}``.
+
+    ``stop_at`` interrupts the run after that many steps (with a checkpoint), as a
+    crash would; resuming continues exactly as the uninterrupted run. (With
+    ``lr_schedule=cosine`` the schedule depends on ``steps``, so N steps of a
+    2N-step run are not an N-step run: interrupt it instead.)
+    """
     cfg.validate()
     task = cfg.task()
     out = Path(cfg.out)
@@ -277,8 +295,11 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict:
         _write_log(out, cfg, history)
 
     policy.train()
-    bar = tqdm(range(start, cfg.steps), desc=f"train {cfg.conditioning}", disable=not progress)
+    end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+    bar = tqdm(range(start, end), desc=f"train {cfg.conditioning}", disable=not progress)
     for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, step)
         w = rl.draw_weightings(rng, cfg.prompts_per_step, cfg.m, cfg.weights, cfg.alpha, cfg.p_vertex, cfg.fixed_w)
         stats = rl.rl_step(policy, pi_ref, optimizer, task, w, cfg.samples_per_prompt, cfg.beta,
                            generator, steer_kl=cfg.steer == "kl")
@@ -287,8 +308,8 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> dict:
             history.append({"step": done, **stats})
             bar.set_postfix(objective=f"{stats['objective']:.3f}", kl=f"{stats['kl']:.3f}")
             _write_log(out, cfg, history)
-        if done % cfg.ckpt_every == 0 or done == cfg.steps:
+        if done % cfg.ckpt_every == 0 or done == end:
             checkpoint(done)
-    if start == cfg.steps:
+    if start == end:
         checkpoint(start)
     return {"config": asdict(cfg), "history": history}

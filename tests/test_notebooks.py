@@ -44,7 +44,11 @@ def test_notebook_runs(path, kernel_dir, monkeypatch):
     km = KernelManager(kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernel_dir)]))
     client = NotebookClient(nb, km=km, timeout=CELL_TIMEOUT_S, startup_timeout=120,
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
-    client.execute()  # raises CellExecutionError naming the failing cell
+    try:
+        client.execute()  # raises CellExecutionError naming the failing cell
+    finally:  # nbclient leaves a kernel manager it was given running
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     n_code = sum(cell.cell_type == "code" for cell in nb.cells)
     assert n_code > 0 and all(cell.execution_count for cell in nb.cells if cell.cell_type == "code")
 

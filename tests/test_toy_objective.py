@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 from hypothesis import given, strategies as st
-from strategies import betas, logits, simplex_stack, trees
+from strategies import betas, extreme_betas, logits, simplex_stack, trees
 
 from theory import tree as tr
 from theory.pareto import regret
@@ -124,3 +124,14 @@ def test_unknown_policy_kind_is_refused():
         assert str(err).startswith("policy:")
     else:
         raise AssertionError("no ValueError")
+
+
+@given(trees(max_V=3, max_T=3, max_m=3, scale=1e3), extreme_betas(), st.data())
+def test_objective_and_gradients_stay_finite(tree, beta, data):
+    """Log-space throughout: finite for beta in [1e-4, 1e4] and rewards up to 1e3."""
+    w = torch.as_tensor(data.draw(simplex_stack(3, tree.m)))
+    policy = LinearCLP(tree, beta)
+    J = multitask_objective(TreeTensors(tree), policy, w, beta)
+    J.backward()
+    assert torch.isfinite(J)
+    assert all(torch.all(torch.isfinite(p.grad)) for p in policy.parameters())

@@ -28,15 +28,18 @@ def test_training_from_zero_shot_never_lowers_the_training_objective(tree, beta,
 
 @given(aligned_trees(max_V=3, max_T=3, max_m=3), betas(), st.data())
 def test_aligned_training_stays_optimal(tree, beta, data):
-    """P8: zero-shot is already optimal for every w, so training cannot move it (sampled gradients included:
-    at the optimum the regularised reward w.r - beta log(pi/pi_ref) is constant, so every advantage is 0)."""
+    """P8: zero-shot is already optimal for every w, so exact training returns it unchanged in value.
+
+    (Sampled training is not tested here: Adam with a constant step size bounces around an
+    optimum with steps of ~lr whatever the gradient's size, so it only stays near it; E4
+    measures how near.)
+    """
     w = data.draw(simplex_stack(4, tree.m))
     J_opt = tr.soft_values_w(tree, w, beta)[0][:, 0]
-    for estimator in ("exact", "reinforce"):
-        policy = LinearCLP(tree, beta)
-        train(policy, tree, beta, w, TrainConfig(steps=20, estimator=estimator, samples=4))
-        J = tr.sequence_stats(tree, policy_log_probs(policy, w), w, beta)["objective"]
-        assert np.abs(J_opt - J).max() <= 1e-7 * (1 + np.abs(J_opt).max())
+    policy = LinearCLP(tree, beta)
+    train(policy, tree, beta, w, TrainConfig(steps=20))
+    J = tr.sequence_stats(tree, policy_log_probs(policy, w), w, beta)["objective"]
+    assert np.abs(J_opt - J).max() <= 1e-9 * (1 + np.abs(J_opt).max())
 
 
 def test_linear_clp_improves_on_p10_but_stays_above_the_optimum():
@@ -50,8 +53,10 @@ def test_linear_clp_improves_on_p10_but_stays_above_the_optimum():
     J = tr.sequence_stats(tree, policy_log_probs(policy, grid), grid, beta)["objective"]
     assert np.all(J <= J_opt + 1e-12)
     assert (J_opt - J).mean() > 1e-3  # P10: logits linear in w cannot be optimal on the whole grid
-    p_branch_B = np.exp(policy_log_probs(policy, np.array([[0.5, 0.5]]))[0][0, 0, 1])
-    assert p_branch_B > 0.9
+    half = np.array([[0.5, 0.5]])
+    p_B_zero_shot = np.exp(tr.zero_shot_token_policy(tree, half, beta)[0][0, 0, 1])
+    p_B_trained = np.exp(policy_log_probs(policy, half)[0][0, 0, 1])
+    assert p_B_zero_shot < 0.5 < p_B_trained  # the optimum at w = (1/2, 1/2) takes B (c = 0.8 > ~1/2)
 
 
 @pytest.mark.parametrize("field,kwargs", [("estimator", {"estimator": "sgd"}), ("steps", {"steps": -1})])

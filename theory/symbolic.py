@@ -5,8 +5,8 @@ returns the simplified residual, and the tests demand it be exactly 0. The
 instances are small but every quantity is a free symbol, so a zero residual is
 a proof for that shape, independent of the numpy code.
 
-Rewards enter through ``u = exp(r / beta) > 0`` where that keeps the algebra
-rational; ``r = beta log u`` recovers them.
+In P7, rewards enter through ``e = exp(w.r / beta) > 0``, which keeps the algebra
+rational; ``w.r = beta log e`` recovers them.
 """
 from __future__ import annotations
 
@@ -66,50 +66,41 @@ def prove_kl_weight_identity() -> sp.Expr:
 
 
 def prove_gap_identity_two_token() -> sp.Expr:
-    """P7 on a symbolic tree with V = 2, T = 2, m = 2, ``w = (lam, 1 - lam)``:
-    ``J_w(pi*_w) - J_w(pi^mix_w) - beta KL_seq(pi^mix_w || pi*_w)``, simplified.
+    """P7 on a symbolic tree with V = 2, T = 2: ``J_w(pi*_w) - J_w(pi^mix_w)`` minus
+    ``beta sum_t E_{s_t ~ pi^mix} KL(pi^mix(.|s_t) || pi*_w(.|s_t))``, simplified.
 
     Reference token probabilities ``q_s(a) > 0`` at the root and at both depth-1
-    prefixes (normalised here); leaf rewards ``r_i(ab) = beta log u_{ab,i}``, ``u > 0``.
-    Both policies are built token by token from soft values (section 3, P5), and
-    ``J`` and the KL are computed from their definitions over the 4 sequences.
+    prefixes (normalised here). The leaves enter through ``e_ab = exp(w.r(ab)/beta) > 0``
+    (so ``w.r(ab) = beta log e_ab`` is any real number: any rewards, any ``w``), and
+    the mixture's root through its tilts ``M_a = exp(sum_i w_i V_i(a)/beta) > 0``
+    (section 3); below the root the mixture is the bandit mix ``∝ q(b|a) e_ab``
+    (P3, proven by ``prove_bandit_exactness``). ``M_a`` and ``e_ab`` are free positive
+    symbols: the residual vanishes for every value, in particular for the mixture's
+    (writing them out in terms of per-reward rewards and ``lam`` makes sympy's
+    ``cancel`` take minutes). ``pi*_w`` is built from soft values (P5); ``J`` from
+    its definition ``E[w.r] - beta KL_seq(pi || pi_ref)`` over the 4 sequences.
     """
     beta = sp.Symbol("beta", positive=True)
-    lam = sp.Symbol("lam", positive=True)
-    w = (lam, 1 - lam)
+    leaves = [(a, b) for a in range(2) for b in range(2)]
     q_root = _normalise(list(sp.symbols("q0:2", positive=True)))
     q_child = [_normalise(list(sp.symbols(f"q{a}_0:2", positive=True))) for a in range(2)]
-    u = {(a, b): sp.symbols(f"u{a}{b}_1:3", positive=True) for a in range(2) for b in range(2)}
-    leaves = list(u)
+    e = {(a, b): sp.Symbol(f"e{a}{b}", positive=True) for a, b in leaves}  # exp(w.r(ab) / beta)
+    M = sp.symbols("M0:2", positive=True)  # exp(sum_i w_i V_i(a) / beta)
 
-    def leaf_r(i, leaf):
-        return beta * sp.log(u[leaf][i])
-
-    def leaf_wr(leaf):
-        return w[0] * leaf_r(0, leaf) + w[1] * leaf_r(1, leaf)
-
-    # exp(V(s) / beta) for a leaf-value function, by prefix a (depth 1); V(root) not needed for the policies
-    def exp_V1(a, exp_leaf):
-        return sum(q_child[a][b] * exp_leaf((a, b)) for b in range(2))
-
-    exp_w = lambda leaf: u[leaf][0] ** w[0] * u[leaf][1] ** w[1]  # exp(w.r / beta)
-    exp_i = [lambda leaf, i=i: u[leaf][i] for i in range(2)]  # exp(r_i / beta)
-
-    # P5: pi*(a|root) ∝ q(a) exp(V_w(a)/beta), pi*(b|a) ∝ q(b|a) exp(w.r(ab)/beta)
-    star_root = _normalise([q_root[a] * exp_V1(a, exp_w) for a in range(2)])
-    star_child = [_normalise([q_child[a][b] * exp_w((a, b)) for b in range(2)]) for a in range(2)]
-    # per-token mixing: pi^mix(a|s) ∝ q(a|s) exp(sum_i w_i V_i(sa) / beta); the last token is a bandit
-    mix_root = _normalise([q_root[a] * exp_V1(a, exp_i[0]) ** w[0] * exp_V1(a, exp_i[1]) ** w[1]
-                           for a in range(2)])
-    mix_child = [_normalise([q_child[a][b] * exp_i[0]((a, b)) ** w[0] * exp_i[1]((a, b)) ** w[1]
-                             for b in range(2)]) for a in range(2)]
+    # P5: pi*(b|a) ∝ q(b|a) exp(w.r(ab)/beta); pi*(a|root) ∝ q(a) exp(V_w(a)/beta), exp(V_w(a)/beta) = N_a
+    N = [sum(q_child[a][b] * e[(a, b)] for b in range(2)) for a in range(2)]
+    star_root = _normalise([q_root[a] * N[a] for a in range(2)])
+    child = [_normalise([q_child[a][b] * e[(a, b)] for b in range(2)]) for a in range(2)]
+    mix_root = _normalise([q_root[a] * M[a] for a in range(2)])  # mix_child = child (last token)
 
     ref = {(a, b): q_root[a] * q_child[a][b] for a, b in leaves}
-    star = {(a, b): star_root[a] * star_child[a][b] for a, b in leaves}
-    mix = {(a, b): mix_root[a] * mix_child[a][b] for a, b in leaves}
+    star = {(a, b): star_root[a] * child[a][b] for a, b in leaves}
+    mix = {(a, b): mix_root[a] * child[a][b] for a, b in leaves}
 
     def J(pi):
-        return sum(pi[s] * (leaf_wr(s) - beta * sp.log(pi[s] / ref[s])) for s in leaves)
+        return sum(pi[s] * (beta * sp.log(e[s]) - beta * sp.log(pi[s] / ref[s])) for s in leaves)
 
-    kl_mix_star = sum(mix[s] * sp.log(mix[s] / star[s]) for s in leaves)
-    return _zero_by_log_atoms(J(star) - J(mix) - beta * kl_mix_star)
+    # chain rule, t = 0 (root) and t = 1 (where the two token policies coincide: the term is 0 exactly)
+    step_0 = sum(mix_root[a] * sp.log(mix_root[a] / star_root[a]) for a in range(2))
+    step_1 = sum(mix_root[a] * child[a][b] * sp.log(child[a][b] / child[a][b]) for a, b in leaves)
+    return _zero_by_log_atoms(J(star) - J(mix) - beta * (step_0 + step_1))

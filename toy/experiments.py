@@ -38,24 +38,24 @@ class ToyConfig:
     samples: int = 16  # REINFORCE: sequences per weighting and step
     e1_instances: int = 1000  # E1: random bandits (m cycles through 2, 3, 4)
     e1_grid: int = 6  # E1: simplex_grid resolution
-    e2_eps: tuple = (0.0, 1e-3, 1e-2, 0.03, 0.1, 0.3, 1.0, 3.0)  # E2: root misalignments
-    e2_trees: int = 12  # E2: trees per eps and beta
+    e2_eps: tuple = (0.0, 1e-3, 3e-3, 1e-2, 0.03, 0.1, 0.3, 1.0, 3.0)  # E2: root misalignments
+    e2_trees: int = 30  # E2: trees per eps and beta
     e2_betas: tuple = (0.1, 1.0)  # E2: KL weights
     e2_grid: int = 10  # E2: simplex_grid resolution
     e3_beta: float = 0.05  # E3: KL weight of the P10 tree
     e3_c: float = 0.8  # E3: compromise value c of the P10 tree
     e3_grid: int = 20  # E3: held-out grid resolution (m = 2)
-    e3_inits: int = 8  # E3: initialisations per policy class (exact gradients)
-    e3_steps: int = 600  # E3: Adam steps
+    e3_inits: int = 16  # E3: initialisations per policy class (exact gradients)
+    e3_steps: int = 1000  # E3: Adam steps
     e3_hidden: int = 16  # E3: hidden width of the networks
-    e4_trees: int = 12  # E4: random trees per family
+    e4_trees: int = 24  # E4: random trees per family
     e4_beta: float = 0.1  # E4: KL weight
-    e4_steps: int = 300  # E4: Adam steps
-    e4_reinforce_trees: int = 4  # E4: trees per family also trained with sampled gradients
-    e5_misspecification: tuple = (0.0, 0.1, 0.3, 1.0, 3.0)  # E5: noise scale added to realisable rewards
-    e5_instances: int = 8  # E5: feature bandits per level
+    e4_steps: int = 500  # E4: Adam steps
+    e4_reinforce_trees: int = 8  # E4: trees per family also trained with sampled gradients
+    e5_misspecification: tuple = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0)  # E5: noise scale added to realisable rewards
+    e5_instances: int = 12  # E5: feature bandits per level
     e5_beta: float = 1.0  # E5: KL weight
-    e6_trees: int = 8  # E6: trees per family
+    e6_trees: int = 20  # E6: trees per family
     e6_beta: float = 0.5  # E6: KL weight
     e6_lams: tuple = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)  # E6: KL mixing coefficients
 
@@ -211,7 +211,8 @@ def _summary(reg: dict, hist: dict | None = None, curves: bool = False) -> dict:
     if curves:
         s.update({k: reg[k] for k in ("regret", "normalised", "rewards", "kl")})
     if hist is not None:
-        s.update({"train_initial": hist["initial"], "train_final": hist["final"], "train_curve": hist["objective"]})
+        s.update({"train_initial": hist["initial"], "train_final": hist["final"], "train_last": hist["last"],
+                  "train_curve": hist["objective"]})
     return s
 
 

@@ -37,10 +37,10 @@ def plot_e2(r: dict, out: Path) -> str:
         ax[0].scatter(np.maximum(eps, 1e-4), np.maximum([x["avg_gap"] for x in sel], 1e-18), marker=marker,
                       s=12, label=f"beta = {beta:g}")
         ratio = [x["tightness_alignment"] for x in sel]
-        ax[1].scatter(np.maximum(eps, 1e-4), ratio, marker=marker, s=12, label=f"beta = {beta:g}")
+        ax[1].scatter(np.maximum(eps, 1e-4), np.maximum(ratio, 1e-12), marker=marker, s=12, label=f"beta = {beta:g}")
     ax[0].set(xscale="log", yscale="log", xlabel="root misalignment eps (0 drawn at 1e-4)",
               ylabel="average zero-shot gap", title=f"Spearman = {r['spearman_eps_gap']:.2f}")
-    ax[1].set(xscale="log", xlabel="eps", ylabel="max gap / P9 alignment bound", title="bound tightness")
+    ax[1].set(xscale="log", yscale="log", xlabel="eps", ylabel="max gap / P9 alignment bound", title="bound tightness")
     ax[0].legend(fontsize=7)
     return _save(fig, out / "E2_gap_vs_misalignment.png")
 

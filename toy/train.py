@@ -49,7 +49,7 @@ def train(policy: torch.nn.Module, tree: Tree, beta: float, w_train: np.ndarray,
 
     Returns ``{"steps": [...], "objective": [...]}`` (exact ``mean_k J_{w_k}`` at
     step 0 and every ``log_every`` steps, then at the end), plus ``"initial"`` and
-    ``"final"`` (the objective of the policy as returned).
+    ``"final"`` (the objective of the policy as returned) and ``"last"`` (of Adam's last iterate).
     """
     tt = TreeTensors(tree)
     w = torch.as_tensor(w_train, dtype=torch.float64)
@@ -75,10 +75,10 @@ def train(policy: torch.nn.Module, tree: Tree, beta: float, w_train: np.ndarray,
         loss.backward()
         opt.step()
     with torch.no_grad():
-        J_last = multitask_objective(tt, policy, w, beta).item()
-        if config.estimator == "exact" and best_state is not None and best_J > J_last:
-            policy.load_state_dict(best_state)
-            J_last = best_J
+        J_last = J_final = multitask_objective(tt, policy, w, beta).item()
+    if config.estimator == "exact" and best_state is not None and best_J > J_last:
+        policy.load_state_dict(best_state)
+        J_final = best_J
     steps.append(config.steps)
-    values.append(J_last)
-    return {"steps": steps, "objective": values, "initial": values[0], "final": values[-1]}
+    values.append(J_final)
+    return {"steps": steps, "objective": values, "initial": values[0], "final": J_final, "last": J_last}

@@ -47,8 +47,11 @@ from theory.solve import solve_tree
 np.set_printoptions(precision=4, suppress=True)
 
 
-def draw_tree(ax, tree, node_values, title, edge_probs=None, fmt="{:.3f}", cmap="Oranges"):
-    """Nodes coloured by ``node_values`` (a list by depth of ``[V^t]``), leaves labelled with r."""
+def draw_tree(ax, tree, node_values, title, edge_probs=None, edge_probs_2=None, fmt="{:.3f}", cmap="Oranges"):
+    """Nodes coloured by ``node_values`` (a list by depth of ``[V^t]``), leaves labelled with r.
+
+    Edges show ``edge_probs`` (by depth, ``[V^t, V]``; default pi_ref), and ``edge_probs_2`` in brackets.
+    """
     V, T = tree.vocab, tree.horizon
     edge_probs = [np.exp(lp) for lp in tree.ref_logp] if edge_probs is None else edge_probs
     vmax = max(float(np.max(v)) for v in node_values) or 1.0
@@ -60,8 +63,11 @@ def draw_tree(ax, tree, node_values, title, edge_probs=None, fmt="{:.3f}", cmap=
                 for a in range(V):
                     xc = x_of(t + 1, s * V + a)
                     ax.plot([x, xc], [y, y - 1], "-", color="gray", lw=1, zorder=1)
-                    ax.text((x + xc) / 2 + (0.12 if a else -0.12), y - 0.5, f"{edge_probs[t][s, a]:.2f}",
-                            fontsize=7, color="gray", ha="center", va="center")
+                    label = f"{edge_probs[t][s, a]:.2f}"
+                    if edge_probs_2 is not None:
+                        label += f" ({edge_probs_2[t][s, a]:.2f})"
+                    ax.text((x + xc) / 2 + (0.25 if a else -0.25), y - 0.5, label,
+                            fontsize=7, color="dimgray", ha="center", va="center")
             val = node_values[t][s]
             ax.scatter([x], [y], s=900, c=[val], cmap=cmap, vmin=0 if np.min(node_values[0]) >= 0 else None,
                        vmax=vmax, edgecolors="k", zorder=2)
@@ -105,7 +111,7 @@ print("rewards at the 8 leaves (r_1, r_2):\n", tree.rewards)
 
 # %%
 V_w = tr.soft_values_w(tree, w, beta)  # list by depth of (K, V^t)
-fig, ax = plt.subplots(figsize=(9, 4))
+fig, ax = plt.subplots(figsize=(10, 4.2))
 draw_tree(ax, tree, [v[0] for v in V_w], "soft values V_w(s),  w = (1/2, 1/2),  beta = 0.5  (edges: pi_ref)",
           cmap="Blues")
 plt.show()
@@ -161,13 +167,13 @@ for t in range(tree.horizon):
 # It is zero when the rewards agree (up to constants) below `s`, and large where the best
 # continuations for the different rewards are different. The tree below shows `G_w`
 # (`tr.holder_gap`) at each node, and on the edges the probabilities the zero-shot
-# mixture gives to each token.
+# mixture gives to each token, with those of the optimum in brackets.
 
 # %%
 G = tr.holder_gap(tree, w, beta)  # list by depth of (K, V^t)
-fig, ax = plt.subplots(figsize=(9, 4))
-draw_tree(ax, tree, [g[0] for g in G], "Hölder gap G_w(s),  w = (1/2, 1/2),  beta = 0.5  (edges: pi^mix_w)",
-          edge_probs=[np.exp(lp[0]) for lp in log_mix])
+fig, ax = plt.subplots(figsize=(10, 4.2))
+draw_tree(ax, tree, [g[0] for g in G], "Hölder gap G_w(s),  w = (1/2, 1/2),  beta = 0.5  (edges: pi^mix_w (pi*_w))",
+          edge_probs=[np.exp(lp[0]) for lp in log_mix], edge_probs_2=[np.exp(lp[0]) for lp in log_star])
 plt.show()
 
 # %% [markdown]
@@ -177,7 +183,7 @@ plt.show()
 # $$\pi^{mix}_w(a|s) \propto \pi^*_w(a|s)\,\exp\big(G_w(sa)/\beta\big).$$
 #
 # So per-token mixing is exactly right at `s` when `G_w(sa)` is the same for all tokens
-# `a`, and it overrates the branches on which the rewards disagree: it acts as if it
+# `a` (as at the last token, where `G_w = 0` at every leaf), and it overrates the branches on which the rewards disagree: it acts as if it
 # could get the best of each reward there, which no single continuation can deliver.
 # We check the formula numerically: tilting `pi*_w` by the gap and renormalising must
 # give the mixture.
@@ -345,16 +351,18 @@ plt.show()
 # to `A` at the root: there `sum_i w_i V_i` sees "1 for reward 1 *or* 1 for reward 2" and
 # averages to almost 1, while no single continuation of `A` pays more than 1/2 on
 # average. Below `A` the last token is a bandit, mixed exactly: a coin flip between
-# `(1, 0)` and `(0, 1)`. The drawing shows the gap on this tree.
+# `(1, 0)` and `(0, 1)`. The drawing shows the gap on this tree: at `A` it is close to its
+# largest possible value `(1 - |w|^2) eps(A) = 1/2`, reached as `beta -> 0`.
 
 # %%
 p10 = p10_tree(0.8)
 beta10 = 0.05
 half = np.array([[0.5, 0.5]])
-fig, ax = plt.subplots(figsize=(5.5, 3.2))
+fig, ax = plt.subplots(figsize=(6.5, 3.4))
 draw_tree(ax, p10, [g[0] for g in tr.holder_gap(p10, half, beta10)],
-          "P10 tree: G_w, w = (1/2, 1/2), beta = 0.05  (edges: pi^mix_w)",
-          edge_probs=[np.exp(lp[0]) for lp in tr.zero_shot_token_policy(p10, half, beta10)])
+          "P10 tree: G_w, w = (1/2, 1/2), beta = 0.05  (edges: pi^mix_w (pi*_w))",
+          edge_probs=[np.exp(lp[0]) for lp in tr.zero_shot_token_policy(p10, half, beta10)],
+          edge_probs_2=[np.exp(lp[0]) for lp in tr.optimal_token_policy(p10, half, beta10)])
 plt.show()
 sol10 = solve_tree(p10, half, beta10)
 ref_seq = tr.sequence_stats(p10, [lp[None] for lp in p10.ref_logp], half, beta10)

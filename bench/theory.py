@@ -1,0 +1,146 @@
+"""Speed of theory/'s exact solutions, as ratios (one run, CPU, one thread).
+
+(a) closed form (``gibbs_log_policy`` + ``optimal_value``, P1) against the conic solver
+    (``theory.solver.solve_regularised_cvx``, building the cvxpy problem included) per
+    bandit problem, one context, m = 2, at |Y| = 100 and |Y| = 1000;
+(b) ``theory.solve.solve_tree`` (optimum, zero-shot mixture, gap and its ingredients) per
+    leaf-weighting pair, against one bare ``scipy.special.logsumexp`` over an array of the
+    same size ``[K, n_leaves]`` (reduced over sibling groups ``[K, n_leaves / V, V]``, the
+    operation one level of soft values performs), on a tree of ~1e6 leaves and a small one.
+
+    python bench/theory.py [--out DIR]
+
+Prints two markdown tables; with ``--out`` also writes ``theory_bench.json``. Each case
+is run once to warm up, then timed ``--repeats`` times (fewer for the big tree); the
+minimum and the median are reported and ratios are taken between minima.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path and its name would shadow the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import numpy as np  # noqa: E402
+from scipy.special import logsumexp  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from theory import gibbs  # noqa: E402
+from theory.random_instances import random_bandit, random_tree  # noqa: E402
+from theory.solve import solve_tree  # noqa: E402
+from theory.solver import solve_regularised_cvx  # noqa: E402
+from theory.weights import sample_dirichlet  # noqa: E402
+
+
+@dataclass
+class BenchConfig:
+    responses: tuple = (100, 1000)  # |Y| of the bandit problems in table (a)
+    beta: float = 0.1  # KL weight everywhere
+    weightings: int = 32  # K, weightings per tree solve
+    big_tree: tuple = (4, 10)  # (V, T) of the big tree: 4^10 = 1,048,576 leaves
+    small_tree: tuple = (4, 5)  # (V, T) of the small tree: 1024 leaves
+    repeats: int = 7  # timed runs per case (the big tree gets max(2, repeats // 3))
+    seed: int = 0  # numpy seed for instances and weightings
+    out: str | None = None  # directory for theory_bench.json (optional)
+
+
+def parse_args() -> BenchConfig:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=BenchConfig.repeats, help="timed runs per case")
+    parser.add_argument("--seed", type=int, default=BenchConfig.seed, help="numpy seed")
+    parser.add_argument("--out", type=str, default=None, help="directory for theory_bench.json")
+    return BenchConfig(**vars(parser.parse_args()))
+
+
+def timed(fn, repeats: int) -> dict:
+    """Seconds per call: warm-up once, then ``repeats`` timed calls; ``{"min", "median"}``."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return {"min": min(times), "median": statistics.median(times)}
+
+
+def bandit_table(cfg: BenchConfig, rng: np.random.Generator, progress) -> list[dict]:
+    rows = []
+    w = np.array([[0.5, 0.5]])  # (1, m)
+    for Y in cfg.responses:
+        bandit = random_bandit(rng, contexts=1, responses=Y, rewards=2)
+
+        def closed_form():
+            gibbs.gibbs_log_policy(bandit, w, cfg.beta)
+            gibbs.optimal_value(bandit, w, cfg.beta)
+
+        closed = timed(closed_form, 20 * cfg.repeats)
+        progress.update()
+        answers = []
+        conic = timed(lambda: answers.append(solve_regularised_cvx(bandit, w[0], cfg.beta)), cfg.repeats)
+        progress.update()
+        rows.append({"responses": Y, "closed_form_s": closed, "cvxpy_s": conic,
+                     "solver": answers[-1]["solver"], "ratio": conic["min"] / closed["min"],
+                     "objective_error": abs(answers[-1]["objective"]
+                                            - gibbs.optimal_value(bandit, w, cfg.beta)[0])})
+    return rows
+
+
+def tree_table(cfg: BenchConfig, rng: np.random.Generator, progress) -> list[dict]:
+    rows = []
+    for (V, T), repeats in ((cfg.small_tree, cfg.repeats), (cfg.big_tree, max(2, cfg.repeats // 3))):
+        tree = random_tree(rng, vocab=V, horizon=T, rewards=2)
+        W = sample_dirichlet(rng, cfg.weightings, 2)  # (K, m)
+        pairs = cfg.weightings * tree.n_leaves
+        solve = timed(lambda: solve_tree(tree, W, cfg.beta), repeats)
+        progress.update()
+        a = rng.normal(size=(cfg.weightings, tree.n_leaves // V, V))  # (K, n_leaves / V, V)
+        bare = timed(lambda: logsumexp(a, axis=-1), repeats)
+        progress.update()
+        rows.append({"vocab": V, "horizon": T, "leaves": tree.n_leaves, "weightings": cfg.weightings,
+                     "solve_s": solve, "logsumexp_s": bare,
+                     "solve_ns_per_pair": 1e9 * solve["min"] / pairs,
+                     "logsumexp_ns_per_pair": 1e9 * bare["min"] / pairs,
+                     "ratio": solve["min"] / bare["min"]})
+    return rows
+
+
+def main():
+    cfg = parse_args()
+    rng = np.random.default_rng(cfg.seed)
+    with tqdm(total=2 * len(cfg.responses) + 4, disable=not sys.stderr.isatty(), desc="bench") as progress:
+        bandits = bandit_table(cfg, rng, progress)
+        trees = tree_table(cfg, rng, progress)
+
+    print(f"## Bandit problem: closed form (P1) vs cvxpy (one context, m = 2, beta = {cfg.beta})\n")
+    print("| Y | closed form min / median | cvxpy min / median | solver | ratio | |objective error| |")
+    print("|---|---|---|---|---|---|")
+    for r in bandits:
+        c, s = r["closed_form_s"], r["cvxpy_s"]
+        print(f"| {r['responses']} | {c['min'] * 1e6:.1f} / {c['median'] * 1e6:.1f} us "
+              f"| {s['min'] * 1e3:.1f} / {s['median'] * 1e3:.1f} ms | {r['solver']} "
+              f"| {r['ratio']:.0f}x | {r['objective_error']:.1e} |")
+    print(f"\n## Tree: solve_tree vs one bare logsumexp over [K, n_leaves] (K = {cfg.weightings}, "
+          f"m = 2, beta = {cfg.beta})\n")
+    print("| V^T | leaves | solve_tree min / median | ns per leaf-weighting pair | logsumexp min / median "
+          "| ns per pair | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for r in trees:
+        s, b = r["solve_s"], r["logsumexp_s"]
+        print(f"| {r['vocab']}^{r['horizon']} | {r['leaves']} | {s['min'] * 1e3:.1f} / {s['median'] * 1e3:.1f} ms "
+              f"| {r['solve_ns_per_pair']:.1f} | {b['min'] * 1e3:.2f} / {b['median'] * 1e3:.2f} ms "
+              f"| {r['logsumexp_ns_per_pair']:.2f} | {r['ratio']:.1f}x |")
+    if cfg.out:
+        out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "theory_bench.json").write_text(json.dumps(
+            {"config": asdict(cfg), "bandit": bandits, "tree": trees}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Multi-task RL training (clp_min.rl, clp_min.train): learning, exact resume, refusals."""
+import json
+from dataclasses import fields
+
+import numpy as np
+import pytest
+import torch
+
+from clp_cli.main import main
+from clp_min import evaluate as ev
+from clp_min import rl
+from clp_min.train import TrainConfig, field_help, load_trained, train
+
+TINY = dict(vocab=6, prompt_len=5, response_len=4, n_layer=1, n_head=2, n_embd=16, pretrain_steps=150,
+            prompts_per_step=8, samples_per_prompt=4, lr=3e-3, beta=0.05)
+
+
+def test_leave_one_out_advantages_hand_case():
+    R = torch.tensor([[1.0, 2.0, 6.0], [0.0, 0.0, 3.0]])
+    # A_j = R_j - mean of the others
+    expected = torch.tensor([[1 - 4, 2 - 3.5, 6 - 1.5], [0 - 1.5, 0 - 1.5, 3 - 0]])
+    torch.testing.assert_close(rl.leave_one_out_advantages(R), expected)
+
+
+def test_training_raises_each_reward_at_its_vertex(tmp_path):
+    """CLP (attn) trained on sampled weightings: at w = e_i, reward i beats pi_ref's by > 3 standard errors."""
+    cfg = TrainConfig(out=str(tmp_path / "run"), conditioning="attn", weights="vertices", steps=60,
+                      log_every=20, ckpt_every=60, **TINY)
+    train(cfg, progress=False)
+    policy, pi_ref, cfg = load_trained(cfg.out)
+    task = cfg.task()
+    gen = torch.Generator().manual_seed(123)
+    prompts = torch.randint(1, task.vocab, (64, task.prompt_len), generator=gen)
+    W = np.eye(2)
+    trained = ev.mc_front(ev.policy_method("clp", policy), task, pi_ref, W, prompts, 4, cfg.beta, gen)
+    from clp_min.conditioning import Unconditioned
+    ref = ev.mc_front(ev.policy_method("ref", Unconditioned(pi_ref)), task, pi_ref, W, prompts, 4, cfg.beta, gen)
+    for i in range(2):
+        gain = trained["rewards"][i, i] - ref["rewards"][i, i]
+        se = np.hypot(trained["rewards_se"][i, i], ref["rewards_se"][i, i])
+        assert gain > 3 * se, (i, gain, se)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_resume_is_bit_for_bit(tmp_path, schedule):
+    """N steps, then N more after a resume, equal 2N uninterrupted steps (parameters, optimizer, log).
+
+    Constant lr: a 3-step run resumed as a 6-step run. Cosine lr (depends on the total):
+    the 6-step run interrupted after 3 steps, then resumed.
+    """
+    base = dict(conditioning="input+full", weights="dirichlet", lr_schedule=schedule, log_every=1, **TINY)
+    base["pretrain_steps"] = 20
+    whole = tmp_path / "whole"
+    split = tmp_path / "split"
+    train(TrainConfig(out=str(whole), steps=6, ckpt_every=6, **base), progress=False)
+    if schedule == "constant":
+        train(TrainConfig(out=str(split), steps=3, ckpt_every=3, **base), progress=False)
+    else:
+        train(TrainConfig(out=str(split), steps=6, ckpt_every=6, **base), progress=False, stop_at=3)
+    train(TrainConfig(out=str(split), steps=6, ckpt_every=6, resume=True, **base), progress=False)
+    a, _, _ = load_trained(whole)
+    b, _, _ = load_trained(split)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    ha = json.loads((whole / "log.json").read_text())["history"]
+    hb = json.loads((split / "log.json").read_text())["history"]
+    assert ha == hb and len(ha) == 6
+    from safetensors.torch import load_file
+    oa, ob = load_file(whole / "train_state.safetensors"), load_file(split / "train_state.safetensors")
+    assert oa.keys() == ob.keys() and all(torch.equal(oa[k], ob[k]) for k in oa)
+
+
+@pytest.mark.parametrize("kw, field", [
+    (dict(beta=0.0), "beta"), (dict(beta=float("nan")), "beta"), (dict(samples_per_prompt=1), "samples_per_prompt"),
+    (dict(conditioning="bogus"), "conditioning"), (dict(steer="lam"), "steer"), (dict(weights="gauss"), "weights"),
+    (dict(steer="kl"), "rewards"), (dict(weights="fixed", fixed_w=(0.5, 0.6)), "fixed_w"),
+    (dict(weights="fixed", fixed_w=(1.0,)), "fixed_w"), (dict(fixed_w=(1.0, 0.0)), "fixed_w"),
+    (dict(conditioning="none"), "conditioning"), (dict(n_head=3), "n_head"), (dict(lr=-1.0), "lr"),
+    (dict(steps=0), "steps"), (dict(vocab=1), "vocab"), (dict(p_vertex=2.0), "p_vertex"),
+    (dict(rewards=("coverage", "nope")), "rewards"), (dict(lr_schedule="step"), "lr_schedule"),
+])
+def test_bad_config_names_field(kw, field):
+    with pytest.raises(ValueError, match=f"^{field}:"):
+        TrainConfig(**kw).validate()
+
+
+def test_cli_refuses_with_one_line(capsys, tmp_path):
+    assert main(["train", "--out", str(tmp_path), "--beta", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "beta" in err[0]
+    assert main(["train", "--out", str(tmp_path), "--fixed_w", "a,b", "--weights", "fixed"]) == 2
+    assert "fixed_w" in capsys.readouterr().err
+    assert main(["reproduce", "--setups", "four"]) == 2
+    assert "setups" in capsys.readouterr().err
+
+
+def test_every_field_has_one_line_help():
+    assert set(field_help()) == {f.name for f in fields(TrainConfig)}
