@@ -1,7 +1,8 @@
 """Speed of theory/'s exact solutions, as ratios (one run, CPU, one thread).
 
 (a) closed form (``gibbs_log_policy`` + ``optimal_value``, P1) against the conic solver
-    (``theory.solver.solve_regularised_cvx``, building the cvxpy problem included) per
+    (``theory.solver.solve_regularised_cvx``: building the cvxpy problem and any solver
+    attempts that end short of ``optimal`` before the one that answers are included) per
     bandit problem, one context, m = 2, at |Y| = 100 and |Y| = 1000;
 (b) ``theory.solve.solve_tree`` (optimum, zero-shot mixture, gap and its ingredients) per
     leaf-weighting pair, against one bare ``scipy.special.logsumexp`` over an array of the

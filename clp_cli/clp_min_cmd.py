@@ -43,6 +43,9 @@ def add_parsers(groups) -> None:
     rep.add_argument("--runs", default=None, help="folder caching trained models (default OUT/runs)")
     rep.add_argument("--setups", default="kl,two,three,enum", help="comma-separated subset of kl,two,three,enum")
     rep.add_argument("--no-claims", action="store_true", help="skip the theory and toy claims")
+    rep.add_argument("--seeds", default=None, help="comma-separated seeds (default: 0,1,2; --quick: 0)")
+    rep.add_argument("--reuse-fronts", action="store_true",
+                     help="read each setup's front.json when written at the same scale instead of re-evaluating")
     rep.set_defaults(run=run_reproduce)
 
 
@@ -109,8 +112,16 @@ def run_reproduce(args) -> int:
     for name in names:
         if name not in SETUPS:
             raise ValueError(f"setups: unknown {name!r}; choose from {', '.join(SETUPS)}")
+    seeds = None
+    if args.seeds is not None:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"seeds: expected comma-separated integers, got {args.seeds!r}") from None
+        if not seeds or min(seeds) < 0:
+            raise ValueError(f"seeds: expected non-negative integers, got {args.seeds!r}")
     res = reproduce(args.out, args.quick, progress=sys.stderr.isatty(), setups=tuple(names),
-                    with_claims=not args.no_claims, runs=args.runs)
+                    with_claims=not args.no_claims, runs=args.runs, seeds=seeds, reuse_fronts=args.reuse_fronts)
     for r in res["targets"]:
         status = "INFO" if r["met"] is None else ("met" if r["met"] else "NOT met")
         print(f"{status:7}  {r['target']}: {r['value']:.4g} ({r['rule']})")

@@ -27,7 +27,9 @@ method's point in that comparison (stated in the JSON).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -39,6 +41,7 @@ from clp_min import task as tk
 from clp_min.conditioning import Unconditioned
 from clp_min.decoding import logit_mix_sample, realign_sample, sample
 from clp_min.rl import pad_responses, response_logprobs, reward_vectors
+from clp_min.train import load_trained
 from theory import pareto
 from theory.mixing import kl_weight_mix, logit_mix
 from theory.weights import simplex_grid
@@ -94,7 +97,8 @@ def realign_method(name: str, pi_ref, tuned) -> Method:
 @torch.no_grad()
 def mc_front(method: Method, cfg: tk.TaskConfig, pi_ref, W: np.ndarray, prompts: torch.Tensor, n: int,
              beta: float, generator: torch.Generator, steer_kl: bool = False) -> dict:
-    """Monte Carlo rewards ``[K, m_task]``, KL ``[K]``, objective ``[K]`` with standard errors, and model calls per token.
+    """Monte Carlo rewards ``[K, m_task]``, KL ``[K]``, objective ``[K]`` with standard errors,
+    and model calls per token.
 
     The objective is ``w . r - beta K`` with ``r`` the reward vector trained on
     (``(0, R)`` when steering the KL weight).
@@ -227,10 +231,6 @@ def exact_front(methods: dict, pi_ref, task: tk.TaskConfig, W: np.ndarray, promp
 def evaluate_run(run_dir, out, grid_n: int, n_prompts: int, n_samples: int, seed: int) -> dict:
     """``clp eval``: the front of one trained run on held-out prompts; ``front.json``, ``front.png``
     (and the exact evaluation when the task is enumerable). Returns a short summary."""
-    import json
-    from pathlib import Path
-
-    from clp_min.train import load_trained
 
     policy, pi_ref, cfg = load_trained(run_dir)
     task, steer_kl = cfg.task(), cfg.steer == "kl"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -151,15 +152,29 @@ def run_toy(quick: bool, out: Path, progress: bool) -> list:
              "status": c.status} for c in run_claims(cfg, out, progress=progress)]
 
 
+def _front(name, seed, scale, out: Path, progress, runs, reuse: bool) -> dict:
+    path = out / name / f"seed{seed}" / "front.json"
+    if reuse and path.exists():
+        saved = json.loads(path.read_text())
+        if saved["scale"] == json.loads(json.dumps(asdict(scale))):
+            return saved
+    return su.run_setup(name, seed, scale, out, progress, runs)
+
+
 def reproduce(out, quick: bool, progress: bool = False, setups=("kl", "two", "three", "enum"),
-              with_claims: bool = True, runs=None) -> dict:
+              with_claims: bool = True, runs=None, seeds=None, reuse_fronts: bool = False) -> dict:
     """Everything, written under ``out``; returns ``{"targets", "report"}``.
 
     Trained models are cached under ``runs`` (default ``out/runs``; rerunning reuses finished ones).
+    ``seeds`` overrides the scale's seeds; ``reuse_fronts`` reads a setup's ``front.json``
+    instead of re-evaluating when it was written at the same scale (evaluation is seeded,
+    so re-evaluating gives the same numbers).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     scale = su.SCALES["quick" if quick else "full"]
+    if seeds is not None:
+        scale = replace(scale, seeds=tuple(seeds))
     seconds = {}
     start = time.perf_counter()
     theory_rows = run_theory(quick) if with_claims else []
@@ -170,7 +185,7 @@ def reproduce(out, quick: bool, progress: bool = False, setups=("kl", "two", "th
     results = {}
     for name in setups:
         start = time.perf_counter()
-        results[name] = [su.run_setup(name, seed, scale, out, progress, runs) for seed in scale.seeds]
+        results[name] = [_front(name, seed, scale, out, progress, runs, reuse_fronts) for seed in scale.seeds]
         seconds[f"setup {name}"] = time.perf_counter() - start
     rows = targets(results)
     header = (f"Scale: `{scale}`; beta = {su.BETA}; model {su.MODEL}. Training weightings: {su.TRAIN_WEIGHTS}.\n\n"

@@ -49,7 +49,7 @@ class Scale:
 
 
 SCALES = {
-    "full": Scale(seeds=(0, 1, 2), pretrain_steps=800, steps=400, prompts_per_step=16, samples_per_prompt=4,
+    "full": Scale(seeds=(0, 1, 2), pretrain_steps=800, steps=800, prompts_per_step=16, samples_per_prompt=4,
                   eval_prompts=128, eval_samples=4, exact_prompts=64, grid=10),
     "quick": Scale(seeds=(0,), pretrain_steps=300, steps=60, prompts_per_step=16, samples_per_prompt=4,
                    eval_prompts=32, eval_samples=2, exact_prompts=16, grid=4),
@@ -129,7 +129,8 @@ def build_methods(name: str, scale: Scale, seed: int, runs: Path, progress: bool
             cfg = _config(setup, scale, seed, ref_path, base / f"{tag}_clp_{scope}", conditioning=scope,
                           **TRAIN_WEIGHTS)
             methods[f"CLP {scope}"] = ev.policy_method(f"CLP {scope}", trained(cfg, progress))
-        methods["Rewarded Soups"] = ev.policy_method("Rewarded Soups", frozen(ParamConditioned.from_experts(experts, "full")))
+        soups = frozen(ParamConditioned.from_experts(experts, "full"))  # never trained: Rewarded Soups
+        methods["Rewarded Soups"] = ev.policy_method("Rewarded Soups", soups)
         methods["logit mixing"] = ev.logit_mix_method("logit mixing", experts)
         cfg = _config(setup, scale, seed, ref_path, base / f"{tag}_input", conditioning="input", **TRAIN_WEIGHTS)
         methods["input"] = ev.policy_method("input", trained(cfg, progress))

@@ -112,7 +112,8 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}: must be an integer >= {low}, got {value!r}")
         if self.samples_per_prompt < 2:
-            raise ValueError(f"samples_per_prompt: the leave-one-out baseline needs >= 2, got {self.samples_per_prompt}")
+            raise ValueError(f"samples_per_prompt: the leave-one-out baseline needs >= 2, "
+                             f"got {self.samples_per_prompt}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_head: {self.n_head} does not divide n_embd = {self.n_embd}")
         for name in ("pretrain_lr", "lr", "alpha"):

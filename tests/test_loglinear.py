@@ -42,7 +42,11 @@ def test_realisable_best_in_class_and_averaging_are_exact(seed, beta, W):
     rng = np.random.default_rng(seed)
     bandit, phi, theta_ref, psi = ll.feature_bandit(rng, 3, 6, 4, 2, 0.0)
     theta_best = ll.best_in_class(bandit, phi, W, beta)
-    np.testing.assert_allclose(theta_best, ll.realisable_optimum(theta_ref, psi, W, beta), atol=1e-6)
+    # theta itself is compared through its policy: near-deterministic policies (small beta) leave
+    # directions of theta along which KL changes below rounding, so theta is not pinned to 1e-6
+    log_best = ll.loglinear_log_policy(phi, theta_best)
+    log_closed = ll.loglinear_log_policy(phi, ll.realisable_optimum(theta_ref, psi, W, beta))
+    assert np.all(gibbs.kl_to(bandit, log_best, log_closed) <= 1e-12)
     theta_avg = mix_parameters(ll.best_in_class(bandit, phi, np.eye(2), beta), W)
     J_opt = gibbs.optimal_value(bandit, W, beta)  # P1, closed form
     np.testing.assert_allclose(_J(bandit, phi, theta_avg, W, beta), J_opt, atol=1e-9)

@@ -76,7 +76,7 @@ def e1_claims(r: dict) -> list:
                f"max |J(pi*_w) - J(pi^mix_w)| over {len(r['m'])} random bandits (m = 2..4) and a grid",
                "<", EXACT, np.max(r["max_abs_gap"])),
         _claim("E1b", "P4: mixing pi_ref and pi*_beta with (1-lam, lam) is pi*_{beta/lam}",
-               "max |log-prob error| over the same bandits and lam in " + str(list(r["lams"])),
+               "max |log-prob error| over the same bandits and lam in " + str([float(x) for x in r["lams"]]),
                "<", EXACT, np.max(r["kl_weight_max_abs_logp_error"]))]
 
 
