@@ -95,3 +95,9 @@ def test_refusals_are_one_line_exit_2(tmp_path, args, field):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr
     assert f"{field}:" in lines[0]
+
+
+def test_theory_claims_quick_pass(tmp_path, capsys):
+    rc, out, _ = run_cli(["theory", "claims", "--quick", "--out", str(tmp_path)], capsys)
+    rows = json.loads((tmp_path / "theory_claims.json").read_text())
+    assert rc == 0 and all(r["passed"] for r in rows) and out.count("PASS") == len(rows)
