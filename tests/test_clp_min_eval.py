@@ -114,3 +114,20 @@ def test_unconditioned_reference_point(models):
     mc = ev.mc_front(ev.policy_method("ref", Unconditioned(ref)), TASK, ref, W, prompts, 3, BETA,
                      torch.Generator().manual_seed(4))
     assert abs(mc["kl"][0]) < 1e-5  # log pi - log pi_ref of pi_ref's own samples is 0
+
+
+def test_setups_and_report_smoke(tmp_path):
+    """The real setup runner and report writer at a tiny scale (enum: exact path; kl: realignment)."""
+    from clp_min import report, setups
+
+    scale = setups.Scale(seeds=(0,), pretrain_steps=5, steps=2, prompts_per_step=2, samples_per_prompt=2,
+                         eval_prompts=2, eval_samples=2, exact_prompts=2, grid=2)
+    results = {name: [setups.run_setup(name, 0, scale, tmp_path)] for name in ("kl", "enum")}
+    rows = report.targets(results)
+    targets = {r["target"]: r for r in rows}
+    assert targets["(a) CLP decodes with one model call per token"]["value"] == 1
+    assert targets["(a) realignment needs two model calls per token"]["value"] == 2
+    assert all(np.isfinite(r["value"]) for r in rows)
+    path = report.write_report(tmp_path, [], [], rows, results, "smoke")
+    assert "best CLP's average normalised regret" in path.read_text()
+    assert (tmp_path / "enum" / "seed0" / "fronts_exact.png").exists()

@@ -1,13 +1,15 @@
 """cvxpy (exponential cone) against the closed form (THEORY.md P1, P2).
 
-Measured (300 draws of each strategy below, beta in [1e-2, 1e2]): the regularised
-objective is within 1e-7 of beta E log Z (median 1e-13) and the KL-constrained
-w.R within 8e-7 of the closed form. Tables, each row weighted by rho(x) (a row's
-error grows like 1/rho(x) since the objective weighs it by rho(x)), are within
-1e-7 when Clarabel answers but up to 2.8e-6 when it ends 'optimal_inaccurate'
-and ECOS (default tolerances) answers instead: the 1e-6 target for tables is
-not reached in about 1 draw in 300, so tables are asserted to 1e-5.
-Rows with rho(x) = 0 are not part of the problem (returned as pi_ref).
+Measured (600 random, not derandomized, draws of each strategy below, beta in
+[1e-2, 1e2]): the regularised objective is within 4e-8 of beta E log Z (relative
+to max(1, |J|)) and the KL-constrained w.R within 4e-7. Tables are compared row
+by row weighted by rho(x) (a row's error grows like 1/rho(x), since the objective
+weighs that row by rho(x)); they agree to 1e-7 when Clarabel at 1e-12 answers,
+but the objective is flat to second order, so an 'optimal' answer at looser
+tolerances (ECOS, or Clarabel at 1e-10) can be off by sqrt of its tolerance:
+worst seen 8.1e-6 (regularised) and 1.7e-6 (constrained), above 1e-6 in 7 of 600
+regularised draws. The 1e-6 target for tables is therefore not met; tables are
+asserted to 5e-5. Rows with rho(x) = 0 are not part of the problem (returned as pi_ref).
 """
 import numpy as np
 import pytest
@@ -44,7 +46,7 @@ def test_regularised_problem_matches_the_gibbs_policy(bw, beta):
     assert out["objective"] == pytest.approx(J_opt, abs=1e-6 * max(1.0, abs(J_opt)))
     pi_star = np.exp(gibbs.gibbs_log_policy(bandit, w[None], beta)[0])  # (X, Y)
     rho = bandit.context_probs[:, None]
-    assert np.max(rho * np.abs(out["policy"] - pi_star)) <= 1e-5  # measured max 2.8e-6 (ECOS)
+    assert np.max(rho * np.abs(out["policy"] - pi_star)) <= 5e-5  # measured max 8.1e-6 (module doc)
     assert out["solver"] in ("CLARABEL", "ECOS") and out["status"] == "optimal"  # never the loose last resort
 
 
@@ -61,7 +63,7 @@ def test_kl_constrained_problem_at_the_gibbs_budget_returns_the_gibbs_point(bw, 
     wR = float(w @ stats["rewards"][0])
     assert out["objective"] == pytest.approx(wR, abs=1e-6 * max(1.0, abs(wR)))
     rho = bandit.context_probs[:, None]
-    assert np.max(rho * np.abs(out["policy"] - np.exp(log_star[0]))) <= 1e-5  # measured max 1.1e-6
+    assert np.max(rho * np.abs(out["policy"] - np.exp(log_star[0]))) <= 5e-5  # measured max 1.7e-6
 
 
 def test_fallbacks_in_order_and_failure_names_every_status(monkeypatch):

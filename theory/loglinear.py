@@ -121,8 +121,10 @@ def best_in_class(bandit: Bandit, phi, w, beta, theta_init=None, restarts: int =
 
     Caveat: this reverse-KL (information) projection is not convex in ``theta``. With
     realisable rewards the least-squares start is already the answer; with
-    misspecified ones L-BFGS finds a local minimum, and different starts do land in
-    different basins (seen on 3-context, 6-response instances). The search runs from
+    misspecified ones L-BFGS finds a local minimum, and different starts land in
+    different basins: on 100 random instances (3 contexts, 6 responses, d = 3,
+    misspecification 0.3 to 3, beta = 0.5) the search from the fit and from zero
+    ended below the parameter average, an in-class point, at some weighting in 8. The search runs from
     the least-squares log-linear fit of ``log pi*_w``, from zero, from ``theta_init``
     (``[d]`` or ``[K, d]``) if given, and from ``restarts`` random perturbations of the
     fit drawn with ``rng``; the best end point is returned. Passing the averaged
