@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from clp_min import setups as su
+from theory import pareto
 
 
 def _row(target: str, measured: str, value: float, rule: str, met: bool | None, per_seed=None) -> dict:
@@ -23,6 +24,20 @@ def _row(target: str, measured: str, value: float, rule: str, met: bool | None, 
 
 def _hv(res: dict, name: str) -> float:
     return res["measures"]["methods"][name]["hypervolume"]
+
+
+def hypervolumes_with_kl(stats: dict) -> dict:
+    """HV of every method's points ``(R_1 .. R_m, -K)`` (THEORY.md P2's m + 1 objectives).
+
+    ``stats``: ``{method: {"rewards" [K, m], "kl" [K]}}``; reference point ``(0 .. 0, -1.1 K_max)``
+    with ``K_max`` the largest KL of any method here. Reported beside the reward-space
+    hypervolume, which ignores what each point pays in KL.
+    """
+    k_max = max(float(np.max(s["kl"])) for s in stats.values())
+    m = np.asarray(next(iter(stats.values()))["rewards"]).shape[1]
+    ref = np.append(np.zeros(m), -1.1 * k_max)
+    return {n: pareto.hypervolume(np.column_stack([np.asarray(s["rewards"]), -np.asarray(s["kl"])]), ref)
+            for n, s in stats.items()}
 
 
 def targets(results: dict) -> list:
@@ -38,19 +53,38 @@ def targets(results: dict) -> list:
                              "min over seeds of HV(CLP) - HV(RS), Monte Carlo", min(diff),
                              "> 0 on every seed", min(diff) > 0, diff))
         for scope in su.CLP_SCOPES:
+            hvk = [hypervolumes_with_kl(r["monte_carlo"]) for r in runs]
+            diff = [h[f"CLP {scope}"] - h["Rewarded Soups"] for h in hvk]
+            rows.append(_row(f"({'b' if setup == 'two' else 'c'}) CLP {scope} against Rewarded Soups in (R, -K)",
+                             "min over seeds of HV(CLP) - HV(RS) on (R_1..R_m, -K), Monte Carlo", min(diff),
+                             "report", None, diff))
+        for scope in su.CLP_SCOPES:
             diff = [r["measures"]["methods"][f"CLP {scope}"]["total_spread"]
                     - r["measures"]["methods"]["input"]["total_spread"] for r in runs]
             rows.append(_row(f"({'b' if setup == 'two' else 'c'}) CLP {scope} steers more widely than input",
                              "min over seeds of sum_i spread(R_i) CLP - input", min(diff),
                              "> 0 on every seed", min(diff) > 0, diff))
-    runs = results.get("enum", [])
-    if runs:
+    for enum in ("enum", "enum_large"):
+        runs = results.get(enum, [])
+        if not runs:
+            continue
         best = [min(r["exact"]["mean_normalised_regret"][f"CLP {s}"] for s in su.CLP_SCOPES) for r in runs]
-        rows.append(_row("(enum) best CLP's average normalised regret", "max over seeds of min over scopes, exact",
+        rows.append(_row(f"({enum}) best CLP's average normalised regret", "max over seeds of min over scopes, exact",
                          max(best), "< 0.05 on every seed", max(best) < 0.05, best))
+        hvk = [hypervolumes_with_kl(r["exact"]["methods"]) for r in runs]
+        for scope in su.CLP_SCOPES:
+            for key, label in (("measures", "R"), (None, "(R, -K)")):
+                if key:
+                    diff = [r["exact"]["measures"]["methods"][f"CLP {scope}"]["hypervolume"]
+                            - r["exact"]["measures"]["methods"]["Rewarded Soups"]["hypervolume"] for r in runs]
+                else:
+                    diff = [h[f"CLP {scope}"] - h["Rewarded Soups"] for h in hvk]
+                rows.append(_row(f"({enum}) CLP {scope} against Rewarded Soups in {label}",
+                                 f"min over seeds of HV(CLP) - HV(RS) on {label}, exact", min(diff),
+                                 "report", None, diff))
         for name in runs[0]["exact"]["mean_normalised_regret"]:
             vals = [r["exact"]["mean_normalised_regret"][name] for r in runs]
-            rows.append(_row(f"(enum) {name}: average normalised regret", "mean over seeds, exact",
+            rows.append(_row(f"({enum}) {name}: average normalised regret", "mean over seeds, exact",
                              float(np.mean(vals)), "report", None, vals))
     runs = results.get("kl", [])
     if runs:
@@ -83,7 +117,7 @@ def write_report(out: Path, theory_rows: list, toy_rows: list, target_rows: list
     for setup, runs in results.items():
         if runs:
             lines.append(f"![{setup}]({setup}/seed{runs[0]['seed']}/fronts.png)")
-            if setup == "enum":
+            if setup.startswith("enum"):
                 lines.append(f"![{setup} exact]({setup}/seed{runs[0]['seed']}/fronts_exact.png)")
     lines += ["", "## Per-method measures (mean over seeds)", ""]
     for setup, runs in results.items():
@@ -156,12 +190,13 @@ def _front(name, seed, scale, out: Path, progress, runs, reuse: bool) -> dict:
     path = out / name / f"seed{seed}" / "front.json"
     if reuse and path.exists():
         saved = json.loads(path.read_text())
-        if saved["scale"] == json.loads(json.dumps(asdict(scale))):
+        same = {k: v for k, v in json.loads(json.dumps(asdict(scale))).items() if k != "seeds"}
+        if {k: v for k, v in saved["scale"].items() if k != "seeds"} == same:
             return saved
     return su.run_setup(name, seed, scale, out, progress, runs)
 
 
-def reproduce(out, quick: bool, progress: bool = False, setups=("kl", "two", "three", "enum"),
+def reproduce(out, quick: bool, progress: bool = False, setups=("kl", "two", "three", "enum", "enum_large"),
               with_claims: bool = True, runs=None, seeds=None, reuse_fronts: bool = False) -> dict:
     """Everything, written under ``out``; returns ``{"targets", "report"}``.
 
@@ -186,13 +221,20 @@ def reproduce(out, quick: bool, progress: bool = False, setups=("kl", "two", "th
     for name in setups:
         start = time.perf_counter()
         results[name] = [_front(name, seed, scale, out, progress, runs, reuse_fronts) for seed in scale.seeds]
-        seconds[f"setup {name}"] = time.perf_counter() - start
+        seconds[f"setup {name}" + (" (front.json reused)" if reuse_fronts else "")] = time.perf_counter() - start
     rows = targets(results)
     header = (f"Scale: `{scale}`; beta = {su.BETA}; model {su.MODEL}. Training weightings: {su.TRAIN_WEIGHTS}.\n\n"
               "Setups: (a) `kl` one reward (coverage), KL weight steered; (b) `two` coverage + brevity; "
-              "(c) `three` coverage + brevity + order; `enum` = (b) with V = 4, T = 4, evaluated exactly.\n\n"
-              "Hypervolume reference point: the worst reward vector 0 (rewards lie in [0, 1]); for (a) "
-              "(R, -K) with (0, -1.1 K_max). Spread: max - min of each reward over the weighting grid.\n\n"
+              "(c) `three` coverage + brevity + order; `enum` = (b) with V = 4, T = 4, evaluated exactly; "
+              "`enum_large` = `enum` with a 2-layer, 64-wide model and 3x the RL steps (clp_min/setups.py).\n\n"
+              "Rewards: R_1 = coverage, R_2 = brevity, R_3 = order (clp_min/task.py); all in [0, 1].\n\n"
+              "Hypervolume (HV) reference point: the worst reward vector 0; for (a) (R, -K) with (0, -1.1 K_max), "
+              "K_max the largest KL of any method in that seed. The targets use the reward-space HV at fixed "
+              "beta (THEORY.md section 6); the INFO rows 'in (R, -K)' add -K as an objective (P2's m + 1 "
+              "objectives, reference (0 .. 0, -1.1 K_max)), since the reward-space HV ignores what each point "
+              "pays in KL. Monte Carlo HVs carry sampling noise (each reward's standard error is in front.json). "
+              "Spread: max - min of each reward over the weighting grid; 'steers more widely' compares the "
+              "sum of the spreads.\n\n"
               "Wall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items()))
     path = write_report(out, theory_rows, toy_rows, rows, results, header)
     return {"targets": rows, "report": str(path)}

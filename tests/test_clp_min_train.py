@@ -39,6 +39,11 @@ def test_training_raises_each_reward_at_its_vertex(tmp_path):
         gain = trained["rewards"][i, i] - ref["rewards"][i, i]
         se = np.hypot(trained["rewards_se"][i, i], ref["rewards_se"][i, i])
         assert gain > 3 * se, (i, gain, se)
+    # the command on the same run (V^T = 1296 responses: the exact path runs too)
+    assert main(["eval", cfg.out, "--grid", "2", "--prompts", "4", "--samples", "2", "--out",
+                 str(tmp_path / "eval")]) == 0
+    front = json.loads((tmp_path / "eval" / "front.json").read_text())
+    assert len(front["exact"]["mean_normalised_regret"]) == 1 and (tmp_path / "eval" / "front.png").exists()
 
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
