@@ -23,6 +23,13 @@ def finite_array(value, field: str, ndim: int | None = None) -> np.ndarray:
     return arr
 
 
+def positive_int(value, field: str) -> int:
+    """A positive integer (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{field}: must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def check_beta(beta, field: str = "beta") -> float:
     """KL weight: a finite number > 0."""
     try:

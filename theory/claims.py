@@ -58,7 +58,7 @@ def _tree_rows(rng: np.random.Generator, n: int) -> list:
         beta = float(10 ** rng.uniform(-1.5, 1))
         w = sample_dirichlet(rng, 4, m)
         # P5 against the sequence-level Gibbs policy by enumeration of the leaves (no soft values)
-        log_leaf_ref = tr.leaf_log_probs(tree, [lp[None] for lp in tree.ref_logp])
+        log_leaf_ref = tr.leaf_log_probs(tree, tr.reference_token_policy(tree))
         gibbs_leaf = log_softmax(log_leaf_ref + w @ tree.rewards.T / beta, axis=-1)
         p5 = max(p5, np.abs(np.exp(tr.leaf_log_probs(tree, tr.optimal_token_policy(tree, w, beta)))
                             - np.exp(gibbs_leaf)).max())

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import log_softmax
 
-from theory.checks import check_probability_vector, finite_array
+from theory.checks import check_probability_vector, finite_array, positive_int
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class Tree:
 
     @classmethod
     def from_arrays(cls, vocab, horizon, ref_logits, rewards) -> "Tree":
-        V, T = _positive_int(vocab, "vocab"), _positive_int(horizon, "horizon")
+        V, T = positive_int(vocab, "vocab"), positive_int(horizon, "horizon")
         if V ** T > 10 ** 8:
             raise ValueError(f"vocab: V^T = {V}^{T} leaves is too many to enumerate (limit 1e8)")
         logits = finite_array(ref_logits, "ref_logits", ndim=2)
@@ -99,12 +99,6 @@ class Tree:
     def to_json(self) -> dict:
         return {"kind": "tree", "vocab": self.vocab, "horizon": self.horizon,
                 "ref_logits": np.concatenate(self.ref_logp).tolist(), "rewards": self.rewards.tolist()}
-
-
-def _positive_int(value, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{field}: must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def instance_from_json(data: dict) -> Bandit | Tree:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from theory.instances import Bandit, Tree, _positive_int
+from theory.checks import positive_int
+from theory.instances import Bandit, Tree
 
 
 def _spread(r: np.ndarray) -> float:
@@ -66,8 +67,8 @@ def random_bandit(rng: np.random.Generator, contexts: int = 1, responses: int = 
     With ``misalignment = eps`` the rewards form an aligned family whose
     ``bandit_misalignment`` equals ``eps`` (to rounding).
     """
-    X, Y = _positive_int(contexts, "contexts"), _positive_int(responses, "responses")
-    m, scale = _positive_int(rewards, "rewards"), _check_scale(scale)
+    X, Y = positive_int(contexts, "contexts"), positive_int(responses, "responses")
+    m, scale = positive_int(rewards, "rewards"), _check_scale(scale)
     eps = _check_misalignment(misalignment)
     rho = rng.dirichlet(np.ones(X))
     ref_logits = rng.normal(size=(X, Y))
@@ -86,8 +87,8 @@ def random_tree(rng: np.random.Generator, vocab: int = 3, horizon: int = 3, rewa
     With ``misalignment = eps`` the root misalignment ``theory.tree.misalignment(tree)[0][0]``
     equals ``eps`` (to rounding).
     """
-    V, T = _positive_int(vocab, "vocab"), _positive_int(horizon, "horizon")
-    m, scale = _positive_int(rewards, "rewards"), _check_scale(scale)
+    V, T = positive_int(vocab, "vocab"), positive_int(horizon, "horizon")
+    m, scale = positive_int(rewards, "rewards"), _check_scale(scale)
     eps = _check_misalignment(misalignment)
     if V ** T > 10 ** 8:
         raise ValueError(f"vocab: V^T = {V}^{T} leaves is too many to enumerate (limit 1e8)")

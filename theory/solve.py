@@ -35,10 +35,10 @@ def solve_tree(tree: Tree, w: np.ndarray, beta: float) -> dict:
     """
     V_w = tr.soft_values_w(tree, w, beta)
     log_star = tr.policy_from_values(tree, V_w, beta)
-    log_mix = tr.zero_shot_token_policy(tree, w, beta)
+    V_i = tr.per_reward_soft_values(tree, beta)  # (m, V^t) by depth, reused for G_w(root)
+    log_mix = tr.zero_shot_token_policy(tree, w, beta, experts=tr.policy_from_values(tree, V_i, beta))
     opt = tr.sequence_stats(tree, log_star, w, beta)
     mix = tr.sequence_stats(tree, log_mix, w, beta)
-    V_i = tr.per_reward_soft_values(tree, beta)
     return {"optimal": _point(opt), "logit_mix": _point(mix),
             "gap": opt["objective"] - mix["objective"],
             "kl_mix_to_opt": np.sum(tr.stepwise_kl(tree, log_mix, log_star), axis=0),
@@ -63,7 +63,7 @@ def reference_point(instance: Bandit | Tree, beta: float) -> dict:
     """(R, K = 0, J) of pi_ref itself: the default reference point of the front measures."""
     w = np.full((1, instance.m), 1.0 / instance.m)
     if isinstance(instance, Tree):
-        log_ref = [lp[None] for lp in instance.ref_logp]
+        log_ref = tr.reference_token_policy(instance)
     else:
         log_ref = instance.ref_logp[None]
     stats = policy_values(instance, log_ref, w, beta)

@@ -114,6 +114,11 @@ def misalignment(tree: Tree) -> list:
     return [o.max(axis=0) / 2 for o in osc]
 
 
+def reference_token_policy(tree: Tree) -> list:
+    """pi_ref as a token policy stack of one, by depth ``[1, V^t, V]``."""
+    return [lp[None] for lp in tree.ref_logp]
+
+
 def leaf_log_probs(tree: Tree, log_pi: list) -> np.ndarray:
     """Sequence log-probabilities of a token policy, ``[K, V^T]`` (sum of token log-probs)."""
     K = log_pi[0].shape[0]
@@ -142,7 +147,7 @@ def sequence_stats(tree: Tree, log_pi: list, w: np.ndarray, beta: float) -> dict
     ``log_pi`` is a list by depth of ``[K, V^t, V]``; ``w`` is ``[K, m]``.
     """
     log_p = leaf_log_probs(tree, log_pi)  # (K, V^T)
-    log_ref = leaf_log_probs(tree, [lp[None] for lp in tree.ref_logp])  # (1, V^T)
+    log_ref = leaf_log_probs(tree, reference_token_policy(tree))  # (1, V^T)
     p = np.exp(log_p)
     R = p @ tree.rewards  # (K, m)
     kl = _xlogy_ratio(p, log_p, log_ref).sum(axis=1)

@@ -219,7 +219,7 @@ def _summary(reg: dict, hist: dict | None = None, curves: bool = False) -> dict:
 def _p10_domination(tree, beta: float, c: float) -> dict:
     half = np.array([[0.5, 0.5]])
     mix = tr.sequence_stats(tree, tr.zero_shot_token_policy(tree, half, beta), half, beta)
-    ref = [lp[None] for lp in tree.ref_logp]
+    ref = tr.reference_token_policy(tree)
     R_ref = tr.sequence_stats(tree, ref, half, beta)["rewards"][0]
     point = np.append(mix["rewards"][0], -mix["kl"][0])  # (R_1, R_2, -K)
     return {"zero_shot_half_rewards": mix["rewards"][0], "zero_shot_half_kl": float(mix["kl"][0]),

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from theory.instances import Tree, _positive_int
+from theory.checks import positive_int
+from theory.instances import Tree
 
 
 def subtree_aligned_tree(rng: np.random.Generator, vocab: int = 3, horizon: int = 3, rewards: int = 2,
@@ -26,7 +27,7 @@ def subtree_aligned_tree(rng: np.random.Generator, vocab: int = 3, horizon: int 
     ``eps = 0`` the zero-shot mixture is exact everywhere (P6: ``G_w(s a) = 0`` for
     every child of the root); with ``depth >= 2`` it is not in general.
     """
-    V, T, m = _positive_int(vocab, "vocab"), _positive_int(horizon, "horizon"), _positive_int(rewards, "rewards")
+    V, T, m = positive_int(vocab, "vocab"), positive_int(horizon, "horizon"), positive_int(rewards, "rewards")
     if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or not 0 <= depth <= T:
         raise ValueError(f"depth: must be an integer in [0, horizon = {T}], got {depth!r}")
     if not (np.isfinite(eps) and eps >= 0):
@@ -49,7 +50,7 @@ def subtree_constant_tree(rng: np.random.Generator, vocab: int = 3, horizon: int
     Below those prefixes every reward is constant, which is the equality case of
     Lyapunov's inequality in KL-weight steering (section 5) and of Hölder's in P8.
     """
-    V, T, m = _positive_int(vocab, "vocab"), _positive_int(horizon, "horizon"), _positive_int(rewards, "rewards")
+    V, T, m = positive_int(vocab, "vocab"), positive_int(horizon, "horizon"), positive_int(rewards, "rewards")
     if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or not 0 <= depth <= T:
         raise ValueError(f"depth: must be an integer in [0, horizon = {T}], got {depth!r}")
     N = sum(V ** t for t in range(T))

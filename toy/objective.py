@@ -22,7 +22,7 @@ class TreeTensors:
     def __init__(self, tree: Tree):
         self.tree = tree
         self.rewards = torch.as_tensor(tree.rewards, dtype=torch.float64)  # (V^T, m)
-        log_ref = tr.leaf_log_probs(tree, [lp[None] for lp in tree.ref_logp])  # (1, V^T)
+        log_ref = tr.leaf_log_probs(tree, tr.reference_token_policy(tree))  # (1, V^T)
         self.log_ref = torch.as_tensor(log_ref, dtype=torch.float64)
         self.ref_logp = [torch.as_tensor(lp, dtype=torch.float64) for lp in tree.ref_logp]  # [V^t, V]
 

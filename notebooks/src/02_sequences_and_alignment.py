@@ -124,7 +124,7 @@ plt.show()
 # `gibbs.gibbs_log_policy`; the two routes share no code beyond the reference model.
 
 # %%
-log_ref_seq = tr.leaf_log_probs(tree, [lp[None] for lp in tree.ref_logp])  # (1, V^T)
+log_ref_seq = tr.leaf_log_probs(tree, tr.reference_token_policy(tree))  # (1, V^T)
 as_bandit = Bandit.from_arrays([1.0], log_ref_seq, tree.rewards[None])  # X = 1, Y = V^T
 W = np.stack([np.linspace(0, 1, 11), 1 - np.linspace(0, 1, 11)], axis=1)  # (K, m)
 for b in [0.01, 0.5, 100.0]:
@@ -365,7 +365,7 @@ draw_tree(ax, p10, [g[0] for g in tr.holder_gap(p10, half, beta10)],
           edge_probs_2=[np.exp(lp[0]) for lp in tr.optimal_token_policy(p10, half, beta10)])
 plt.show()
 sol10 = solve_tree(p10, half, beta10)
-ref_seq = tr.sequence_stats(p10, [lp[None] for lp in p10.ref_logp], half, beta10)
+ref_seq = tr.sequence_stats(p10, tr.reference_token_policy(p10), half, beta10)
 for name, st in [("optimum pi*_w", sol10["optimal"]), ("zero-shot pi^mix_w", sol10["logit_mix"]),
                  ("reference pi_ref", ref_seq)]:
     print(f"{name:20s} R = {st['rewards'][0]}   KL = {st['kl'][0]:.3f}")
