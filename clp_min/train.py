@@ -14,6 +14,13 @@ with the same random streams, so N + N steps equal 2N steps bit for bit on CPU.
 Random streams: ``torch.manual_seed(seed)`` for parameter initialisation, one
 ``torch.Generator`` (seed) for prompts and samples, one ``numpy`` Generator (seed)
 for weightings; pretraining uses its own generator (seed + PRETRAIN_SEED_OFFSET).
+With ``streams=prompt`` each prompt of each step has its own streams instead, derived
+from (seed, step, global prompt index) (clp_min.distributed).
+
+Data-parallel: under ``torchrun`` (``clp train --nproc N``) each of the W processes
+takes P / W of the step's prompts and ``DistributedDataParallel`` averages the
+gradients (clp_min.distributed); rank 0 alone pretrains pi_ref and writes files.
+The checkpoint records W, and ``resume`` refuses a different one.
 """
 from __future__ import annotations
 
@@ -33,7 +40,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from tqdm import tqdm
 
-from clp_min import rl
+from clp_min import distributed, rl
 from clp_min.checkpoint import load_checkpoint, save_checkpoint
 from clp_min.conditioning import SCOPES, ParamConditioned, Unconditioned
 from clp_min.input_cond import InputConditioned
@@ -90,6 +97,8 @@ class TrainConfig:
     lr_schedule: str = "constant"  # constant | cosine (lr * (1 + cos(pi step / steps)) / 2, a function of the step)
     log_every: int = 25  # steps between entries of log.json
     ckpt_every: int = 100  # steps between checkpoints (one is always written at the end)
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda
+    streams: str = "shared"  # shared: one stream for the run | prompt: per (seed, step, prompt), needed by torchrun
     resume: bool = False  # continue from OUT's checkpoint with the same random streams
 
     def task(self) -> TaskConfig:
@@ -125,6 +134,10 @@ class TrainConfig:
         check_beta(self.beta, "beta")
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning: unknown {self.conditioning!r}; choose from {CONDITIONINGS}")
+        if self.device not in distributed.DEVICES:
+            raise ValueError(f"device: unknown {self.device!r}; choose from {distributed.DEVICES}")
+        if self.streams not in distributed.STREAMS:
+            raise ValueError(f"streams: unknown {self.streams!r}; choose from {distributed.STREAMS}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule: unknown {self.lr_schedule!r}; choose from {LR_SCHEDULES}")
         if self.steer not in STEERS:
@@ -195,7 +208,7 @@ def save_train_state(path: Path, optimizer, generator: torch.Generator, step: in
     tensors = {"generator": generator.get_state()}
     for i, s in state["state"].items():
         for key, t in s.items():
-            tensors[f"state.{i}.{key}"] = torch.as_tensor(t).contiguous()
+            tensors[f"state.{i}.{key}"] = torch.as_tensor(t).contiguous().cpu()
     meta = {"step": str(step), "param_groups": json.dumps(state["param_groups"])}
     _atomic_write(path, st_save(tensors, metadata=meta))
 
@@ -245,8 +258,21 @@ def _write_log(out: Path, cfg: TrainConfig, history: list) -> None:
     _atomic_write(out / "log.json", json.dumps({"config": asdict(cfg), "history": history}, indent=1).encode())
 
 
+def step_streams(cfg: TrainConfig, step: int, local: range, rng: np.random.Generator,
+                 generator: torch.Generator) -> tuple:
+    """``(w [P_local, m], generator(s))`` of one step: the run's shared streams, or per-prompt ones."""
+    draw = lambda r, P: rl.draw_weightings(r, P, cfg.m, cfg.weights, cfg.alpha, cfg.p_vertex, cfg.fixed_w)  # noqa: E731
+    if cfg.streams == "shared":
+        return draw(rng, cfg.prompts_per_step), generator
+    rngs, gens = distributed.prompt_streams(cfg.seed, step, local)
+    return np.concatenate([draw(r, 1) for r in rngs]), gens
+
+
 def train(cfg: TrainConfig, progress: bool | None = None, stop_at: int | None = None) -> dict:
     """Run (or resume) training as configured; returns the log ``{"config", "history"}``.
+
+    Under torchrun (module doc) every rank calls this; the process group is made here
+    (``clp_min.distributed.setup``) and left to the caller to destroy.
 
     ``stop_at`` interrupts the run after that many steps (with a checkpoint), as a
     crash would; resuming continues exactly as the uninterrupted run. (With
@@ -256,20 +282,25 @@ def train(cfg: TrainConfig, progress: bool | None = None, stop_at: int | None = 
     cfg.validate()
     task = cfg.task()
     out = Path(cfg.out)
+    ctx = distributed.setup(cfg.device)
+    if ctx.world_size > 1 and cfg.streams != "prompt":
+        raise ValueError(f"streams: {ctx.world_size} processes need streams=prompt (each prompt its own stream)")
+    local = distributed.local_prompts(cfg.prompts_per_step, ctx.rank, ctx.world_size)
     out.mkdir(parents=True, exist_ok=True)
-    progress = sys.stderr.isatty() if progress is None else progress
+    progress = (sys.stderr.isatty() if progress is None else progress) and ctx.writer
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 
     # pi_ref: given, or pretrained here once (a resumed run reuses the saved one)
     ref_path = Path(cfg.ref) if cfg.ref else out / "ref.safetensors"
-    if not cfg.ref and not cfg.resume:
+    if not cfg.ref and not cfg.resume and ctx.writer:
         pi_ref = GPT(model_config(task, cfg.n_layer, cfg.n_head, cfg.n_embd))
         pretrain(pi_ref, task, cfg.pretrain_steps, cfg.pretrain_batch, cfg.pretrain_lr,
                  torch.Generator().manual_seed(cfg.seed + PRETRAIN_SEED_OFFSET), progress)
         save_checkpoint(ref_path, pi_ref, {"task": asdict(task)})
-    pi_ref = load_reference(ref_path)
+    distributed.barrier(ctx)  # the other ranks wait for rank 0's pi_ref
+    pi_ref = load_reference(ref_path).to(ctx.device)
     if pi_ref.config.vocab_size != task.vocab or pi_ref.config.n_embd != cfg.n_embd:
         raise ValueError(f"ref: {ref_path} has vocab {pi_ref.config.vocab_size}, n_embd {pi_ref.config.n_embd}; "
                          f"the config asks for {task.vocab}, {cfg.n_embd}")
@@ -279,6 +310,9 @@ def train(cfg: TrainConfig, progress: bool | None = None, stop_at: int | None = 
     start, history = 0, []
     if cfg.resume:
         saved, meta = load_checkpoint(out / "policy.safetensors")
+        if meta.get("world_size", 1) != ctx.world_size:
+            raise ValueError(f"resume: {out} was trained by {meta.get('world_size', 1)} processes, this run has "
+                             f"{ctx.world_size}; resume with the same number (clp train --nproc)")
         policy.load_state_dict(saved.state_dict())
         start = load_train_state(out / "train_state.safetensors", optimizer, generator)
         if start != meta["step"]:
@@ -289,26 +323,30 @@ def train(cfg: TrainConfig, progress: bool | None = None, stop_at: int | None = 
             raise ValueError(f"steps: the checkpoint is already at step {start} > {cfg.steps}")
 
     def checkpoint(step):
+        if not ctx.writer:
+            return
         save_train_state(out / "train_state.safetensors", optimizer, generator, step)
         save_checkpoint(out / "policy.safetensors", policy,
                         {"train": asdict(cfg), "ref": str(ref_path), "step": step,
-                         "numpy_rng": rng.bit_generator.state})
+                         "numpy_rng": rng.bit_generator.state, "world_size": ctx.world_size})
         _write_log(out, cfg, history)
 
     policy.train()
+    ddp_policy = distributed.wrap(policy, ctx)  # averages gradients over the ranks (W > 1)
     end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
     bar = tqdm(range(start, end), desc=f"train {cfg.conditioning}", disable=not progress)
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, step)
-        w = rl.draw_weightings(rng, cfg.prompts_per_step, cfg.m, cfg.weights, cfg.alpha, cfg.p_vertex, cfg.fixed_w)
-        stats = rl.rl_step(policy, pi_ref, optimizer, task, w, cfg.samples_per_prompt, cfg.beta,
-                           generator, steer_kl=cfg.steer == "kl")
+        w, gen = step_streams(cfg, step, local, rng, generator)
+        stats = rl.rl_step(ddp_policy, pi_ref, optimizer, task, w, cfg.samples_per_prompt, cfg.beta,
+                           gen, steer_kl=cfg.steer == "kl")
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
-            history.append({"step": done, **stats})
-            bar.set_postfix(objective=f"{stats['objective']:.3f}", kl=f"{stats['kl']:.3f}")
-            _write_log(out, cfg, history)
+            history.append({"step": done, **distributed.mean_over_ranks(stats, ctx)})
+            bar.set_postfix(objective=f"{history[-1]['objective']:.3f}", kl=f"{history[-1]['kl']:.3f}")
+            if ctx.writer:
+                _write_log(out, cfg, history)
         if done % cfg.ckpt_every == 0 or done == end:
             checkpoint(done)
     if start == end:
