@@ -1,0 +1,143 @@
+"""Data-parallel training (clp_min.distributed) and parallel reproduce (clp_min.jobs), 2 processes on CPU."""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clp_cli.main import main
+from clp_min import distributed, rl
+from clp_min.checkpoint import save_checkpoint
+from clp_min.model import GPT
+from clp_min.pretrain import model_config, pretrain
+from clp_min import setups as su
+from clp_min.report import reproduce
+from clp_min.train import TrainConfig, load_trained, step_streams, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(vocab=6, prompt_len=5, response_len=4, n_layer=1, n_head=2, n_embd=16, pretrain_steps=20,
+            prompts_per_step=4, samples_per_prompt=2, beta=0.05, weights="dirichlet", streams="prompt",
+            log_every=1, device="cpu")
+
+
+def reference(path: Path, cfg: TrainConfig) -> str:
+    """A briefly pretrained pi_ref for ``cfg`` (both runs start from it: with ``ref`` empty, pretraining
+    in the run would also consume the global torch RNG before the policy's fresh parameters are drawn)."""
+    torch.manual_seed(0)
+    model = GPT(model_config(cfg.task(), cfg.n_layer, cfg.n_head, cfg.n_embd))
+    pretrain(model, cfg.task(), 5, 16, 3e-3, torch.Generator().manual_seed(1))
+    save_checkpoint(path, model, {})
+    return str(path)
+
+
+def cli_args(kw: dict) -> list:
+    return [f"--{k}={v}" for k, v in kw.items()]
+
+
+def key_bias(policy, C: int) -> str:
+    """The name of the attention bias whose key part has gradient 0 in exact arithmetic (softmax
+    is invariant to adding q . b_k to every score of a query): Adam turns its rounding noise into
+    steps of about lr whose sign depends on summation order, without changing the function."""
+    (name,) = [n for n, _ in policy.named_parameters() if n.endswith("c_attn.bias") or n == "thetas.5"]
+    return name
+
+
+def test_prompt_streams_do_not_depend_on_the_split():
+    """Rank r of W draws exactly rows r P/W .. of the 1-rank batch (prompts, weightings, responses)."""
+    cfg = TrainConfig(**TINY, steps=1)
+    task = cfg.task()
+    w1, g1 = step_streams(cfg, 3, distributed.local_prompts(4, 0, 1), None, None)
+    parts = [step_streams(cfg, 3, distributed.local_prompts(4, r, 2), None, None) for r in range(2)]
+    np.testing.assert_array_equal(w1, np.concatenate([w for w, _ in parts]))
+    torch.testing.assert_close(rl.draw_prompts(task, 4, g1),
+                               torch.cat([rl.draw_prompts(task, 2, g) for _, g in parts]), rtol=0, atol=0)
+    # the next draw of each prompt's stream (its responses) is also split-independent
+    torch.testing.assert_close(torch.stack([torch.rand(3, generator=g) for g in g1]),
+                               torch.stack([torch.rand(3, generator=g) for _, gs in parts for g in gs]))
+    # and each step has new streams
+    w_next, _ = step_streams(cfg, 4, distributed.local_prompts(4, 0, 1), None, None)
+    assert not np.allclose(w1, w_next)
+
+
+def test_two_ranks_equal_one_rank_and_resume_checks_world_size(tmp_path, capsys):
+    """2 ranks (DDP, gloo) for 2 steps, resumed with 2 ranks for 2 more, equal 1 rank for 4 steps
+    at the same global batch: every parameter to 1e-6 (but see ``key_bias``), the function too."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    base = dict(conditioning="input+full", **TINY)
+    ref = reference(tmp_path / "ref.safetensors", TrainConfig(**base))
+    train(TrainConfig(out=str(one), ref=ref, steps=4, ckpt_every=4, **base), progress=False)
+    distributed.run_processes(2, train, TrainConfig(out=str(two), ref=ref, steps=2, ckpt_every=2, **base),
+                              False, start_method="fork")
+    distributed.run_processes(2, train, TrainConfig(out=str(two), ref=ref, steps=4, ckpt_every=4, resume=True,
+                                                    **base), False, start_method="fork")
+    a, pi_ref, _ = load_trained(one)
+    b, _, _ = load_trained(two)
+    sa, sb = a.state_dict(), b.state_dict()
+    C = TINY["n_embd"]
+    kb = key_bias(a, C)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        if k == kb:  # [m, 3C]: query, key, value biases; the key part is checked through the function below
+            sa[k], sb[k] = torch.cat([sa[k][:, :C], sa[k][:, 2 * C:]], 1), torch.cat([sb[k][:, :C], sb[k][:, 2 * C:]], 1)
+        torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=1e-6, msg=k)
+    idx = torch.randint(0, TINY["vocab"], (8, 6), generator=torch.Generator().manual_seed(0))
+    w = torch.tensor([[1.0, 0.0], [0.3, 0.7]]).repeat(4, 1)
+    torch.testing.assert_close(a(w, idx)[0], b(w, idx)[0], rtol=0, atol=1e-6)
+    ha = json.loads((one / "log.json").read_text())["history"]
+    hb = json.loads((two / "log.json").read_text())["history"]
+    assert [h["step"] for h in ha] == [h["step"] for h in hb] == [1, 2, 3, 4]
+    for x, y in zip(ha, hb):
+        np.testing.assert_allclose([x["objective"], x["kl"], *x["rewards"]], [y["objective"], y["kl"], *y["rewards"]],
+                                   atol=1e-6)
+    # a different world size is refused, in the process and on the command line (before launching)
+    with pytest.raises(ValueError, match="^resume: .* 2 processes, this run has 1"):
+        train(TrainConfig(out=str(two), ref=ref, steps=6, resume=True, **base), progress=False)
+    for nproc in ([], ["--nproc", "4"]):
+        assert main(["train", "--out", str(two), "--ref", ref, "--steps", "6", "--resume", *cli_args(base),
+                     *nproc]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "resume:" in err[0] and "2 processes" in err[0], err
+
+
+def test_cli_nproc_trains_and_checkpoints(tmp_path, capsys, monkeypatch):
+    """``clp train --nproc 2`` goes through torch.distributed.run (python -m clp_cli in each worker)."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    args = cli_args(TINY) + ["--steps", "2", "--pretrain_steps", "5"]
+    assert main(["train", "--nproc", "2", "--out", str(tmp_path), *args]) == 0
+    policy, _, cfg = load_trained(tmp_path)
+    assert cfg.steps == 2 and (tmp_path / "train_state.safetensors").exists()
+    log = json.loads((tmp_path / "log.json").read_text())
+    assert [h["step"] for h in log["history"]] == [1, 2]
+    # refusals before launching: one line, status 2
+    for bad, field in ((["--streams", "shared"], "streams"), (["--prompts_per_step", "3"], "prompts_per_step")):
+        assert main(["train", "--nproc", "2", "--out", str(tmp_path / "x"), *args, *bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"clp: error: {field}:"), err
+
+
+@pytest.mark.parametrize("kw, field", [(dict(device="tpu"), "device"), (dict(streams="rank"), "streams")])
+def test_bad_device_or_streams_names_field(kw, field):
+    with pytest.raises(ValueError, match=f"^{field}:"):
+        TrainConfig(**kw).validate()
+
+
+def test_reproduce_jobs_equals_sequential(tmp_path, monkeypatch):
+    """``--jobs 2`` (a pool of spawned workers trains pi_ref, then every run) gives the same fronts as ``--jobs 1``."""
+    tiny = su.Scale(seeds=(0,), pretrain_steps=5, steps=2, prompts_per_step=2, samples_per_prompt=2,
+                    eval_prompts=2, eval_samples=2, exact_prompts=2, grid=2)
+    monkeypatch.setitem(su.SCALES, "quick", tiny)
+    fronts = []
+    for jobs in (1, 2):
+        if jobs == 2:  # the pool's spawned workers train everything; here nothing may train
+            def refuse(*args, **kwargs):
+                raise AssertionError("trained in the parent process, not in the pool")
+            monkeypatch.setattr(su, "train", refuse)
+            monkeypatch.setattr(su, "pretrain", refuse)
+        reproduce(tmp_path / f"jobs{jobs}", quick=True, setups=("kl",), with_claims=False, jobs=jobs)
+        fronts.append(json.loads((tmp_path / f"jobs{jobs}" / "kl" / "seed0" / "front.json").read_text()))
+    assert fronts[0] == fronts[1]
+    report = (tmp_path / "jobs2" / "report.md").read_text()
+    assert "training (2 jobs)" in report
