@@ -261,11 +261,13 @@ def _write_log(out: Path, cfg: TrainConfig, history: list) -> None:
 def step_streams(cfg: TrainConfig, step: int, local: range, rng: np.random.Generator,
                  generator: torch.Generator) -> tuple:
     """``(w [P_local, m], generator(s))`` of one step: the run's shared streams, or per-prompt ones."""
-    draw = lambda r, P: rl.draw_weightings(r, P, cfg.m, cfg.weights, cfg.alpha, cfg.p_vertex, cfg.fixed_w)  # noqa: E731
+    def draw(r, P):
+        return rl.draw_weightings(r, P, cfg.m, cfg.weights, cfg.alpha, cfg.p_vertex, cfg.fixed_w)
+
     if cfg.streams == "shared":
         return draw(rng, cfg.prompts_per_step), generator
     rngs, gens = distributed.prompt_streams(cfg.seed, step, local)
-    return np.concatenate([draw(r, 1) for r in rngs]), gens
+    return np.concatenate([draw(r, 1) for r in rngs]), gens  # (P_local, m)
 
 
 def train(cfg: TrainConfig, progress: bool | None = None, stop_at: int | None = None) -> dict:
@@ -300,12 +302,13 @@ def train(cfg: TrainConfig, progress: bool | None = None, stop_at: int | None = 
                  torch.Generator().manual_seed(cfg.seed + PRETRAIN_SEED_OFFSET), progress)
         save_checkpoint(ref_path, pi_ref, {"task": asdict(task)})
     distributed.barrier(ctx)  # the other ranks wait for rank 0's pi_ref
-    pi_ref = load_reference(ref_path).to(ctx.device)
+    pi_ref = load_reference(ref_path)
     if pi_ref.config.vocab_size != task.vocab or pi_ref.config.n_embd != cfg.n_embd:
         raise ValueError(f"ref: {ref_path} has vocab {pi_ref.config.vocab_size}, n_embd {pi_ref.config.n_embd}; "
                          f"the config asks for {task.vocab}, {cfg.n_embd}")
 
-    policy = build_policy(cfg, pi_ref)
+    policy = build_policy(cfg, pi_ref).to(ctx.device)  # built on the CPU: the same initial draws on any device
+    pi_ref = pi_ref.to(ctx.device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     start, history = 0, []
     if cfg.resume:

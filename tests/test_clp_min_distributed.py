@@ -10,7 +10,8 @@ import torch
 from clp_cli.main import main
 from clp_min import distributed, rl
 from clp_min.checkpoint import save_checkpoint
-from clp_min.model import GPT
+from clp_min.conditioning import ParamConditioned
+from clp_min.model import GPT, GPTConfig
 from clp_min.pretrain import model_config, pretrain
 from clp_min import setups as su
 from clp_min.report import reproduce
@@ -59,6 +60,46 @@ def test_prompt_streams_do_not_depend_on_the_split():
     # and each step has new streams
     w_next, _ = step_streams(cfg, 4, distributed.local_prompts(4, 0, 1), None, None)
     assert not np.allclose(w1, w_next)
+
+
+def _conditioned(per_example: bool):
+    """A ParamConditioned GPT, a batch of 4 and its weightings (``[m]`` for the batch, or ``[4, m]``)."""
+    torch.manual_seed(0)
+    policy = ParamConditioned.from_base(GPT(GPTConfig(vocab_size=8, block_size=8, n_layer=1, n_embd=16)), 2, "attn")
+    idx = torch.randint(0, 8, (4, 6), generator=torch.Generator().manual_seed(1))  # (B, T)
+    w = torch.tensor([[1.0, 0.0], [0.2, 0.8], [0.5, 0.5], [0.0, 1.0]]) if per_example else torch.tensor([0.3, 0.7])
+    return policy, idx, w
+
+
+def _loss(logits):
+    return logits.logsumexp(-1).mean()  # any loss that is a mean over the batch
+
+
+def _ddp_gradients(path: str) -> None:
+    """One rank: the gradient of its half of the batch through DDP, for both paths; rank 0 saves the results."""
+    ctx = distributed.setup("cpu")
+    rows = slice(2 * ctx.rank, 2 * ctx.rank + 2)
+    grads = {}
+    for per_example in (False, True):
+        policy, idx, w = _conditioned(per_example)
+        ddp = distributed.wrap(policy, ctx)  # held: a wrapper collected before backward reduces nothing
+        logits, _ = ddp(w[rows] if per_example else w, idx[rows])
+        _loss(logits).backward()
+        grads[per_example] = {n: p.grad for n, p in policy.named_parameters()}
+    if ctx.writer:
+        torch.save(grads, path)
+
+
+def test_ddp_gradient_of_param_conditioned_is_the_full_batch_gradient(tmp_path):
+    """Both paths of ParamConditioned (one w for the batch, one per example) under DDP with 2 ranks:
+    the averaged gradient equals the one-process gradient of the whole batch (autograd) to 1e-6."""
+    distributed.run_processes(2, _ddp_gradients, str(tmp_path / "g.pt"), start_method="fork")
+    got = torch.load(tmp_path / "g.pt")
+    for per_example in (False, True):
+        policy, idx, w = _conditioned(per_example)
+        _loss(policy(w, idx)[0]).backward()
+        for n, p in policy.named_parameters():
+            torch.testing.assert_close(got[per_example][n], p.grad, rtol=0, atol=1e-6, msg=f"{per_example} {n}")
 
 
 def test_two_ranks_equal_one_rank_and_resume_checks_world_size(tmp_path, capsys):
