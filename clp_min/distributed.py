@@ -147,7 +147,7 @@ def launch(nproc: int, argv: list) -> int:
     try:
         run(get_args_parser().parse_args(["--standalone", f"--nproc_per_node={nproc}", "-m", "clp_cli", *argv]))
     except ChildFailedError as err:  # each worker has printed its own one-line error
-        return max(f.exitcode for f in err.failures.values())
+        return max(max(f.exitcode for f in err.failures.values()), 1)  # a signal's exitcode is negative
     return 0
 
 
