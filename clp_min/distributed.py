@@ -118,7 +118,7 @@ def wrap(policy: torch.nn.Module, ctx: Context) -> torch.nn.Module:
     # no buffer sync at each forward: the only buffer (the causal mask) is constant, and ranks
     # may run different numbers of decoding steps (each stops when its own batch has ended)
     no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in signature(DistributedDataParallel).parameters \
-        else {"broadcast_buffers": False}  # torch < 2.13
+        else {"broadcast_buffers": False}  # older torch: the same, under its former name
     return DistributedDataParallel(policy, device_ids=ids, **no_sync)
 
 
@@ -127,7 +127,8 @@ def mean_over_ranks(stats: dict, ctx: Context) -> dict:
     if ctx.world_size == 1:
         return stats
     keys = sorted(stats)
-    flat = torch.tensor([v for k in keys for v in np.atleast_1d(stats[k])], dtype=torch.float64)
+    flat = torch.tensor([v for k in keys for v in np.atleast_1d(stats[k])], dtype=torch.float64,
+                        device=ctx.device)  # nccl reduces CUDA tensors only
     dist.all_reduce(flat)
     flat = (flat / ctx.world_size).tolist()
     out = {}

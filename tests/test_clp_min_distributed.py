@@ -182,3 +182,10 @@ def test_reproduce_jobs_equals_sequential(tmp_path, monkeypatch):
     assert fronts[0] == fronts[1]
     report = (tmp_path / "jobs2" / "report.md").read_text()
     assert "training (2 jobs)" in report
+
+
+def test_cli_refuses_bad_nproc_and_jobs(capsys):
+    for argv, field in ((["train", "--nproc", "0"], "nproc"), (["reproduce", "--jobs", "0"], "jobs")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"clp: error: {field}:"), err
