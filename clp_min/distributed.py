@@ -117,9 +117,10 @@ def wrap(policy: torch.nn.Module, ctx: Context) -> torch.nn.Module:
     ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     # no buffer sync at each forward: the only buffer (the causal mask) is constant, and ranks
     # may run different numbers of decoding steps (each stops when its own batch has ended)
-    no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in signature(DistributedDataParallel).parameters \
-        else {"broadcast_buffers": False}  # older torch: the same, under its former name
-    return DistributedDataParallel(policy, device_ids=ids, **no_sync)
+    name = "forward_sync_buffers"  # older torch: the same, named broadcast_buffers
+    if name not in signature(DistributedDataParallel).parameters:
+        name = "broadcast_buffers"
+    return DistributedDataParallel(policy, device_ids=ids, **{name: False})
 
 
 def mean_over_ranks(stats: dict, ctx: Context) -> dict:
