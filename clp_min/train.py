@@ -98,7 +98,7 @@ class TrainConfig:
     log_every: int = 25  # steps between entries of log.json
     ckpt_every: int = 100  # steps between checkpoints (one is always written at the end)
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
-    streams: str = "shared"  # shared: one stream for the run | prompt: per (seed, step, prompt), needed by torchrun
+    streams: str = "shared"  # shared: one stream for the run | prompt: one per (seed, step, prompt), for --nproc > 1
     resume: bool = False  # continue from OUT's checkpoint with the same random streams
 
     def task(self) -> TaskConfig:
