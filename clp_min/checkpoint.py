@@ -14,8 +14,8 @@ header's ``__metadata__``::
     config  the caller's JSON config
     sha256  digest of the tensor payload (names, dtypes, shapes, bytes, sorted by name)
 
-Only the four classes GPT, InputConditioned, ParamConditioned and Unconditioned can
-be rebuilt, from their constructor arguments; nothing is unpickled or evaluated.
+Only the classes GPT, InputConditioned, ParamConditioned, Unconditioned and the
+mechanisms SVDLoRA, SoftTokens, PromptTokens (issue 14) can be rebuilt, from their constructor arguments; nothing is unpickled or evaluated.
 Writes are atomic: a temporary file in the same directory, fsync, then ``os.replace``.
 A truncated or tampered file is refused with a ValueError naming the file.
 """
@@ -39,6 +39,9 @@ from safetensors.torch import save as st_save
 from clp_min.conditioning import ParamConditioned, Unconditioned
 from clp_min.input_cond import InputConditioned
 from clp_min.model import GPT, GPTConfig
+from clp_min.prompt_tokens import PromptTokens
+from clp_min.soft_tokens import SoftTokens, base_config
+from clp_min.svd_lora import SVDLoRA
 
 FORMAT = "clp_min.checkpoint/1"
 
@@ -58,8 +61,18 @@ def module_spec(module: nn.Module) -> dict:
         return {"class": "ParamConditioned", "m": module.m, "scope": module.scope, "module": module_spec(module.base)}
     if isinstance(module, Unconditioned):
         return {"class": "Unconditioned", "model": module_spec(module.model)}
+    if isinstance(module, SVDLoRA):  # the GPT's config: adapters are rebuilt from rank and layers
+        return {"class": "SVDLoRA", "m": module.m, "rank": module.rank, "layers": module.layers,
+                "model": {"class": "GPT", "config": asdict(module.model.config)}}
+    if isinstance(module, SoftTokens):  # the GPT before its prefix rows were added
+        return {"class": "SoftTokens", "m": module.m, "n_tokens": module.n_tokens,
+                "model": {"class": "GPT", "config": asdict(base_config(module.model, module.n_tokens))}}
+    if isinstance(module, PromptTokens):
+        return {"class": "PromptTokens", "m": module.m, "grid": module.grid,
+                "model": {"class": "GPT", "config": asdict(base_config(module.model, module.m))}}
     raise ValueError(f"model: cannot checkpoint a {type(module).__name__}; "
-                     f"expected GPT, InputConditioned, ParamConditioned or Unconditioned")
+                     f"expected GPT, InputConditioned, ParamConditioned, Unconditioned, SVDLoRA, "
+                     f"SoftTokens or PromptTokens")
 
 
 def build_from_spec(spec: dict) -> nn.Module:
@@ -74,6 +87,12 @@ def build_from_spec(spec: dict) -> nn.Module:
         return ParamConditioned.from_base(build_from_spec(spec["module"]), spec["m"], scope)
     if kind == "Unconditioned":
         return Unconditioned(build_from_spec(spec["model"]))
+    if kind == "SVDLoRA":
+        return SVDLoRA(build_from_spec(spec["model"]), spec["m"], spec["rank"], spec["layers"])
+    if kind == "SoftTokens":
+        return SoftTokens(build_from_spec(spec["model"]), spec["m"], spec["n_tokens"])
+    if kind == "PromptTokens":
+        return PromptTokens(build_from_spec(spec["model"]), spec["m"], spec["grid"])
     raise ValueError(f"checkpoint: unknown module class {kind!r} in spec")
 
 

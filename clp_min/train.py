@@ -46,11 +46,15 @@ from clp_min.conditioning import SCOPES, ParamConditioned, Unconditioned
 from clp_min.input_cond import InputConditioned
 from clp_min.model import GPT
 from clp_min.pretrain import model_config, pretrain
+from clp_min.prompt_tokens import PromptTokens
+from clp_min.soft_tokens import SoftTokens
+from clp_min.svd_lora import SVDLoRA, parse_layers
 from clp_min.task import TaskConfig
 from theory.checks import check_beta, check_weights
 
 PRETRAIN_SEED_OFFSET = 10_000
-CONDITIONINGS = ("none", "full", "attn", "logit", "input", "input+full", "input+attn", "input+logit")
+CONDITIONINGS = ("none", "full", "attn", "logit", "input", "input+full", "input+attn", "input+logit",
+                 "svd_lora", "soft_tokens", "prompt_tokens")  # the last three: frozen base (issue 14)
 STEERS = ("rewards", "kl")
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -82,7 +86,11 @@ class TrainConfig:
     pretrain_batch: int = 64  # sequences per pretraining step
     pretrain_lr: float = 3e-3  # AdamW learning rate for pretraining
     # method
-    conditioning: str = "attn"  # none (single objective) | full | attn | logit | input | input+<scope>
+    conditioning: str = "attn"  # none (single objective) | full | attn | logit | input | input+<scope> | svd_lora | soft_tokens | prompt_tokens
+    lora_rank: int = 4  # svd_lora: r learned singular values per adapted layer (m more are s * w)
+    lora_layers: str = "attn"  # svd_lora: adapted layers, '+'-joined groups of attn, mlp, logit
+    soft_tokens: int = 4  # soft_tokens: n learned prompt rows per reward, mixed by w and prepended
+    prompt_grid: int = 4  # prompt_tokens: G, each w_i written as the nearest of 0, 1/G, .., 1
     steer: str = "rewards"  # rewards: w weights the m rewards; kl: one reward, w = (1-lam, lam), objective lam R - beta K
     weights: str = "dirichlet"  # training distribution of w: dirichlet | uniform | vertices | fixed
     alpha: float = 1.0  # Dirichlet concentration
@@ -114,10 +122,11 @@ class TrainConfig:
         """Refuse a bad configuration with a ValueError naming the field; returns self."""
         task = self.task()  # checks the task fields
         ints = ("seed", "n_layer", "n_head", "n_embd", "pretrain_steps", "pretrain_batch", "steps",
-                "prompts_per_step", "samples_per_prompt", "log_every", "ckpt_every")
+                "prompts_per_step", "samples_per_prompt", "log_every", "ckpt_every", "lora_rank",
+                "soft_tokens", "prompt_grid")
         for name in ints:
             value = getattr(self, name)
-            low = 0 if name == "seed" else 1
+            low = 0 if name in ("seed", "lora_rank") else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}: must be an integer >= {low}, got {value!r}")
         if self.samples_per_prompt < 2:
@@ -134,6 +143,7 @@ class TrainConfig:
         check_beta(self.beta, "beta")
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning: unknown {self.conditioning!r}; choose from {CONDITIONINGS}")
+        parse_layers(self.lora_layers)
         if self.device not in distributed.DEVICES:
             raise ValueError(f"device: unknown {self.device!r}; choose from {distributed.DEVICES}")
         if self.streams not in distributed.STREAMS:
@@ -176,6 +186,13 @@ def field_help() -> dict:
 def build_policy(cfg: TrainConfig, pi_ref: GPT) -> torch.nn.Module:
     """The trainable conditioned policy, starting at pi_ref (all copies equal to it)."""
     model = copy.deepcopy(pi_ref)
+    # the mechanisms of issue 14 keep their base frozen: only their own parameters train
+    if cfg.conditioning == "svd_lora":
+        return SVDLoRA(model, cfg.m, cfg.lora_rank, cfg.lora_layers)
+    if cfg.conditioning == "soft_tokens":
+        return SoftTokens(model, cfg.m, cfg.soft_tokens)
+    if cfg.conditioning == "prompt_tokens":
+        return PromptTokens(model, cfg.m, cfg.prompt_grid)
     if cfg.conditioning == "none":
         policy = Unconditioned(model)
     else:
