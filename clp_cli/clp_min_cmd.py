@@ -53,6 +53,8 @@ def add_parsers(groups) -> None:
                      help="read each setup's front.json when written at the same scale instead of re-evaluating")
     rep.add_argument("--jobs", type=int, default=1,
                      help="worker processes training the setups' independent runs before evaluation")
+    rep.add_argument("--no-mechanisms", action="store_true",
+                     help="skip issue 14's study (SVD-LoRA, soft tokens, prompts; training distribution of w)")
     rep.set_defaults(run=run_reproduce)
 
 
@@ -163,7 +165,7 @@ def run_reproduce(args) -> int:
         raise ValueError(f"jobs: must be an integer >= 1, got {args.jobs}")
     res = reproduce(args.out, args.quick, progress=sys.stderr.isatty(), setups=tuple(names),
                     with_claims=not args.no_claims, runs=args.runs, seeds=seeds, reuse_fronts=args.reuse_fronts,
-                    jobs=args.jobs)
+                    jobs=args.jobs, mechanisms=not args.no_mechanisms)
     for r in res["targets"]:
         status = "INFO" if r["met"] is None else ("met" if r["met"] else "NOT met")
         print(f"{status:7}  {r['target']}: {r['value']:.4g} ({r['rule']})")

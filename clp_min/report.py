@@ -197,7 +197,8 @@ def _front(name, seed, scale, out: Path, progress, runs, reuse: bool) -> dict:
 
 
 def reproduce(out, quick: bool, progress: bool = False, setups=("kl", "two", "three", "enum", "enum_large"),
-              with_claims: bool = True, runs=None, seeds=None, reuse_fronts: bool = False, jobs: int = 1) -> dict:
+              with_claims: bool = True, runs=None, seeds=None, reuse_fronts: bool = False, jobs: int = 1,
+              mechanisms: bool = True) -> dict:
     """Everything, written under ``out``; returns ``{"targets", "report"}``.
 
     Trained models are cached under ``runs`` (default ``out/runs``; rerunning reuses finished ones).
@@ -205,6 +206,8 @@ def reproduce(out, quick: bool, progress: bool = False, setups=("kl", "two", "th
     instead of re-evaluating when it was written at the same scale (evaluation is seeded,
     so re-evaluating gives the same numbers). ``jobs > 1`` trains the setups' runs first
     in that many processes (clp_min.jobs); the evaluation then finds them cached.
+    ``mechanisms`` (with setups enum and two) adds issue 14's study (clp_min.mechanisms_study)
+    under ``out/mechanisms`` and its tables to the report.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -229,6 +232,14 @@ def reproduce(out, quick: bool, progress: bool = False, setups=("kl", "two", "th
         start = time.perf_counter()
         results[name] = [_front(name, seed, scale, out, progress, runs, reuse_fronts) for seed in scale.seeds]
         seconds[f"setup {name}" + (" (front.json reused)" if reuse_fronts else "")] = time.perf_counter() - start
+    mech_text = None
+    if mechanisms and {"enum", "two"} <= set(setups):
+        from clp_min import mechanisms_study
+
+        start = time.perf_counter()
+        mech_text = mechanisms_study.run(results, scale, out / "mechanisms", out / "runs" if runs is None else runs,
+                                         progress)
+        seconds["mechanisms (issue 14)"] = time.perf_counter() - start
     rows = targets(results)
     header = (f"Scale: `{scale}`; beta = {su.BETA}; model {su.MODEL}. Training weightings: {su.TRAIN_WEIGHTS}.\n\n"
               "Setups: (a) `kl` one reward (coverage), KL weight steered; (b) `two` coverage + brevity; "
@@ -244,4 +255,8 @@ def reproduce(out, quick: bool, progress: bool = False, setups=("kl", "two", "th
               "sum of the spreads.\n\n"
               "Wall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items()))
     path = write_report(out, theory_rows, toy_rows, rows, results, header)
+    if mech_text is not None:
+        path.write_text(path.read_text() + "\n## Other conditioning mechanisms (issue 14)\n\n" + mech_text
+                        + "\n![mechanisms](mechanisms/comparison.png)\n![w](mechanisms/w_distribution.png)\n"
+                        + "\nDetails: [mechanisms/report.md](mechanisms/report.md)\n")
     return {"targets": rows, "report": str(path)}

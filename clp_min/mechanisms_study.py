@@ -1,0 +1,304 @@
+"""Issue 14, items 3-5: the other conditioning mechanisms against CLP, and the training distribution of w.
+
+    comparison  SVD-LoRA (Panacea), soft tokens, written prompts trained on every weighting and on
+                vertices only (Personalized Soups), each trained like the setups' CLP runs (same
+                pi_ref, task, beta, steps, weightings; clp_min.setups), in
+                  "enum" (exact: clp_min.exact, the setups' held-out trees and grid) and
+                  "two"  (setup (b), Monte Carlo on the setups' held-out prompts),
+                beside the setups' own methods (CLP full / attn / logit, input conditioning, Rewarded
+                Soups, logit mixing), whose numbers are read from the setups' front.json of the same
+                seed and scale (the exact reference statistics must agree: same pi_ref, same trees).
+    w_dist      CLP attn in "enum" trained under Dirichlet(alpha) for alpha in 0.3, 1, 3, and under
+                Dirichlet(1) with a share p of vertices, p in 0.25 (the setups' default), 0.5; exact
+                normalised regret per weighting, averaged by simplex region.
+
+Measures, per method and seed: exact average normalised regret and its worst case over the grid
+(enum), steerability (Spearman rank correlation of w_i and R_i, mean over rewards; theory.pareto),
+hypervolume in (R, -K) (clp_min.report.hypervolumes_with_kl: reference (0 .. 0, -1.1 K_max), K_max
+over the methods of that seed), and the trainable parameters of each method (the parameter budget:
+CLP trains every parameter of the policy, the mechanisms only their own; Rewarded Soups and logit
+mixing count the m single-objective experts).
+
+Regions of the simplex: "near vertices" where max_i w_i >= NEAR_VERTEX, "interior" elsewhere.
+Per-seed results are written as ``OUT/seed{s}.json`` and reused when written at the same scale.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clp_min import evaluate as ev
+from clp_min import setups as su
+from clp_min.model import GPT
+from clp_min.pretrain import model_config
+from clp_min.task import sample_prompts
+from clp_min.train import build_policy
+from theory import pareto
+
+MECHANISMS = {  # method: TrainConfig fields besides the setups' (prompt_grid is the evaluation grid's n)
+    "SVD-LoRA": dict(conditioning="svd_lora", lora_rank=4, lora_layers="attn+mlp+logit"),
+    "soft tokens": dict(conditioning="soft_tokens", soft_tokens=4),
+    "prompt tokens": dict(conditioning="prompt_tokens"),
+    "prompt tokens (vertices)": dict(conditioning="prompt_tokens", weights="vertices", p_vertex=1.0),
+}
+W_DISTRIBUTIONS = {  # CLP attn in "enum" under each training distribution of w
+    "Dirichlet 0.3": dict(weights="dirichlet", alpha=0.3, p_vertex=0.25),
+    "Dirichlet 1": dict(weights="dirichlet", alpha=1.0, p_vertex=0.25),
+    "Dirichlet 3": dict(weights="dirichlet", alpha=3.0, p_vertex=0.25),
+    "Dirichlet 1 + 25% vertices": su.TRAIN_WEIGHTS,  # the setups' own CLP attn run (shared folder)
+    "Dirichlet 1 + 50% vertices": dict(weights="vertices", alpha=1.0, p_vertex=0.5),
+}
+W_DIST_SCOPE = "attn"
+NEAR_VERTEX = 0.8
+COMPARED = ("enum", "two")
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+def mechanism_configs(setup: str, scale: su.Scale, seed: int, runs) -> dict:
+    """``{method: TrainConfig}`` of the mechanisms in a setup (same task, pi_ref, steps and weightings as CLP)."""
+    base = su._base(setup, seed, runs)
+    tag = "-".join(su.SETUPS[setup]["rewards"])
+    return {name: su._config(su.SETUPS[setup], scale, seed, base / "ref.safetensors", base / f"{tag}_{_slug(name)}",
+                             **{**su.TRAIN_WEIGHTS, "prompt_grid": scale.grid, **kw})
+            for name, kw in MECHANISMS.items()}
+
+
+def w_distribution_configs(scale: su.Scale, seed: int, runs) -> dict:
+    """``{distribution: TrainConfig}`` of CLP attn in "enum"; the setups' default shares their folder."""
+    base = su._base("enum", seed, runs)
+    tag = "-".join(su.SETUPS["enum"]["rewards"])
+    cfgs = {}
+    for name, kw in W_DISTRIBUTIONS.items():
+        out = base / (f"{tag}_clp_{W_DIST_SCOPE}" if kw is su.TRAIN_WEIGHTS else f"{tag}_wdist_{_slug(name)}")
+        cfgs[name] = su._config(su.SETUPS["enum"], scale, seed, base / "ref.safetensors", out,
+                                conditioning=W_DIST_SCOPE, **kw)
+    return cfgs
+
+
+def trainable_parameters(setup: str, scale: su.Scale, seed: int, runs) -> dict:
+    """Trainable parameters of every compared method, counted on freshly built policies."""
+    task = su.TrainConfig(**su.SETUPS[setup]["task"], rewards=su.SETUPS[setup]["rewards"]).task()
+    model = su.SETUPS[setup].get("model", su.MODEL)
+
+    def count(cfg):
+        policy = build_policy(cfg, GPT(model_config(task, **model)))
+        return int(sum(p.numel() for p in policy.parameters() if p.requires_grad))
+
+    cfgs = {**su.run_configs(setup, scale, seed, runs), **mechanism_configs(setup, scale, seed, runs)}
+    counts = {name: count(cfg) for name, cfg in cfgs.items() if not name.startswith("ft_")}
+    experts = sum(count(cfg) for name, cfg in cfgs.items() if name.startswith("ft_"))
+    counts["Rewarded Soups"] = counts["logit mixing"] = experts  # the m single-objective experts
+    return counts
+
+
+def regions(W: np.ndarray) -> dict:
+    """Boolean masks over the grid ``[K]``: near the vertices (max_i w_i >= NEAR_VERTEX) and the interior."""
+    near = W.max(axis=1) >= NEAR_VERTEX
+    return {"near vertices": near, "interior": ~near}
+
+
+def exact_measures(W: np.ndarray, stats: dict, regret: dict) -> dict:
+    """Per method: mean and worst normalised regret over the grid, by region too, steerability, HV in (R, -K)."""
+    from clp_min.report import hypervolumes_with_kl  # report imports this module
+
+    hvk = hypervolumes_with_kl(stats)
+    out = {}
+    for name, s in stats.items():
+        r = np.asarray(regret[name])
+        out[name] = {"mean_regret": float(r.mean()), "worst_regret": float(r.max()),
+                     "regret_by_region": {k: float(r[mask].mean()) for k, mask in regions(W).items()},
+                     "rank_correlation": float(np.nanmean(pareto.steerability(W, np.asarray(s["rewards"]))
+                                                          ["rank_correlation"])),
+                     "hypervolume_R_negK": hvk[name]}
+    return out
+
+
+def mc_measures(W: np.ndarray, stats: dict) -> dict:
+    """Per method: reward-space HV (reference 0), HV in (R, -K), steerability (Monte Carlo)."""
+    from clp_min.report import hypervolumes_with_kl
+
+    hvk = hypervolumes_with_kl(stats)
+    return {name: {"hypervolume": pareto.hypervolume(np.asarray(s["rewards"]), np.zeros(W.shape[1])),
+                   "hypervolume_R_negK": hvk[name],
+                   "rank_correlation": float(np.nanmean(pareto.steerability(W, np.asarray(s["rewards"]))
+                                                        ["rank_correlation"]))}
+            for name, s in stats.items()}
+
+
+def _check_same_reference(mine: dict, theirs: dict, setup: str, seed: int) -> None:
+    a, b = np.asarray(mine["objective"]), np.asarray(theirs["objective"])
+    if a.shape != b.shape or not np.allclose(a, b, rtol=0, atol=1e-9):
+        raise ValueError(f"fronts: setup {setup} seed {seed}: the front.json's exact pi_ref statistics differ "
+                         f"from this run's (another pi_ref or other trees); rerun the setup at this scale")
+
+
+def compare_enum(front: dict, scale: su.Scale, seed: int, runs, progress: bool) -> dict:
+    """The mechanisms in "enum", exact, beside the setup's methods from its ``front.json`` ``front``."""
+    pi_ref = su.reference_model(*su.reference_args("enum", scale, seed, runs))
+    task = su.TrainConfig(**su.ENUM_TASK, rewards=su.SETUPS["enum"]["rewards"]).task()
+    W = su.grid("enum", scale)
+    prompts = sample_prompts(task, scale.exact_prompts, torch.Generator().manual_seed(
+        seed + su.HELDOUT_SEED_OFFSET + 1))  # the setup's exact prompts (clp_min.setups.run_setup)
+    methods = {n: ev.policy_method(n, su.trained(c, progress)) for n, c in mechanism_configs("enum", scale, seed,
+                                                                                              runs).items()}
+    dist = {n: ev.policy_method(n, su.trained(c, progress)) for n, c in w_distribution_configs(scale, seed,
+                                                                                                runs).items()}
+    mine = ev.exact_front({**methods, **dist}, pi_ref, task, W, prompts, su.BETA)
+    _check_same_reference(mine["reference"], front["exact"]["reference"], "enum", seed)
+    stats = {**front["exact"]["methods"], **{n: mine["methods"][n] for n in methods}}
+    regret = {**front["exact"]["normalised_regret"], **{n: mine["normalised_regret"][n] for n in methods}}
+    dist_stats = {n: mine["methods"][n] for n in dist}
+    dist_regret = {n: mine["normalised_regret"][n] for n in dist}
+    return {"weights": W, "stats": stats, "optimal": mine["optimal"], "reference": mine["reference"],
+            "measures": exact_measures(W, stats, regret), "normalised_regret": regret,
+            "w_dist": {"stats": dist_stats, "normalised_regret": dist_regret,
+                       "measures": exact_measures(W, dist_stats, dist_regret)}}
+
+
+def compare_two(front: dict, scale: su.Scale, seed: int, runs, progress: bool) -> dict:
+    """The mechanisms in setup (b), Monte Carlo on the setup's held-out prompts, beside its methods."""
+    pi_ref = su.reference_model(*su.reference_args("two", scale, seed, runs))
+    task = su.TrainConfig(**su.SETUPS["two"]["task"], rewards=su.SETUPS["two"]["rewards"]).task()
+    W = su.grid("two", scale)
+    gen = torch.Generator().manual_seed(seed + su.HELDOUT_SEED_OFFSET)
+    prompts = sample_prompts(task, scale.eval_prompts, gen)  # the setup's held-out prompts; samples differ
+    mc = {n: ev.mc_front(ev.policy_method(n, su.trained(c, progress)), task, pi_ref, W, prompts,
+                         scale.eval_samples, su.BETA, gen)
+          for n, c in mechanism_configs("two", scale, seed, runs).items()}
+    stats = {**front["monte_carlo"], **mc}
+    return {"weights": W, "stats": stats, "measures": mc_measures(W, stats)}
+
+
+def run_seed(fronts: dict, scale: su.Scale, seed: int, out, runs, progress: bool = False) -> dict:
+    """Both comparisons and the w ablation at one seed; ``fronts``: ``{setup: front.json of this seed}``."""
+    path = Path(out) / f"seed{seed}.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        same = {k: v for k, v in su._jsonable(asdict(scale)).items() if k != "seeds"}
+        if {k: v for k, v in saved["scale"].items() if k != "seeds"} == same:
+            return saved
+    result = {"seed": seed, "scale": asdict(scale),
+              "enum": compare_enum(fronts["enum"], scale, seed, runs, progress),
+              "two": compare_two(fronts["two"], scale, seed, runs, progress),
+              "parameters": {s: trainable_parameters(s, scale, seed, runs) for s in COMPARED}}
+    result = su._jsonable(result)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _per_seed(results: list, *keys) -> list:
+    vals = []
+    for r in results:
+        for k in keys:
+            r = r[k]
+        vals.append(r)
+    return vals
+
+
+def _cell(vals: list, fmt: str = ".3f") -> str:
+    """Mean over seeds, then the per-seed values."""
+    return f"{np.mean(vals):{fmt}} ({', '.join(f'{v:{fmt}}' for v in vals)})"
+
+
+def tables(results: list) -> str:
+    """Markdown: the enum comparison, the setup (b) comparison and the w ablation (mean (per seed))."""
+    seeds = [r["seed"] for r in results]
+    lines = [f"Seeds {seeds}; cells: mean over seeds (per-seed values). Parameters: trainable, per method.", "",
+             "### Enumerable configuration (exact)", "",
+             "| method | trainable parameters | mean normalised regret | worst regret over the grid | "
+             "rank corr. (w_i, R_i) | HV in (R, -K) |", "|---|---|---|---|---|---|"]
+    enum = results[0]["enum"]["measures"]
+    for name in enum:
+        m = [r["enum"]["measures"][name] for r in results]
+        lines.append(f"| {name} | {results[0]['parameters']['enum'].get(name, '')} | "
+                     f"{_cell([x['mean_regret'] for x in m])} | {_cell([x['worst_regret'] for x in m])} | "
+                     f"{_cell([x['rank_correlation'] for x in m])} | {_cell([x['hypervolume_R_negK'] for x in m], '.4f')} |")
+    lines += ["", "### Setup (b): coverage and brevity (Monte Carlo)", "",
+              "| method | trainable parameters | HV (rewards) | HV in (R, -K) | rank corr. (w_i, R_i) |",
+              "|---|---|---|---|---|"]
+    for name in results[0]["two"]["measures"]:
+        m = [r["two"]["measures"][name] for r in results]
+        lines.append(f"| {name} | {results[0]['parameters']['two'].get(name, '')} | "
+                     f"{_cell([x['hypervolume'] for x in m], '.4f')} | {_cell([x['hypervolume_R_negK'] for x in m], '.4f')} | "
+                     f"{_cell([x['rank_correlation'] for x in m])} |")
+    lines += ["", f"### Training distribution of w: CLP {W_DIST_SCOPE}, enumerable configuration (exact)", "",
+              f"Regions: near vertices = max_i w_i >= {NEAR_VERTEX}, interior = the rest of the grid.", "",
+              "| training distribution | mean normalised regret | near vertices | interior | worst |",
+              "|---|---|---|---|---|"]
+    for name in results[0]["enum"]["w_dist"]["measures"]:
+        m = [r["enum"]["w_dist"]["measures"][name] for r in results]
+        lines.append(f"| {name} | {_cell([x['mean_regret'] for x in m])} | "
+                     f"{_cell([x['regret_by_region']['near vertices'] for x in m])} | "
+                     f"{_cell([x['regret_by_region']['interior'] for x in m])} | {_cell([x['worst_regret'] for x in m])} |")
+    return "\n".join(lines) + "\n"
+
+
+def figures(results: list, out) -> list:
+    """comparison.png (exact fronts at the first seed; mean regret per method) and w_distribution.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    first = results[0]["enum"]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11.5, 4.5))
+    for name, s in first["stats"].items():
+        R = np.asarray(s["rewards"])
+        ax.plot(R[:, 0], R[:, 1], "o-" if name in MECHANISMS else ".--", ms=3, lw=1, label=name)
+    opt = np.asarray(first["optimal"]["rewards"])
+    ax.plot(opt[:, 0], opt[:, 1], "k-", lw=1.5, label="exact pi*_w")
+    ax.set_xlabel("R_1 coverage")
+    ax.set_ylabel("R_2 brevity")
+    ax.set_title(f"enumerable configuration, seed {results[0]['seed']}: exact fronts")
+    ax.legend(fontsize=6)
+    names = list(first["measures"])
+    for k, name in enumerate(names):
+        vals = [r["enum"]["measures"][name]["mean_regret"] for r in results]
+        bx.bar(k, np.mean(vals), color="C1" if name in MECHANISMS else "C0")
+        bx.plot([k] * len(vals), vals, "k.", ms=4)
+    bx.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=7)
+    bx.set_ylabel("exact mean normalised regret (dots: seeds)")
+    fig.tight_layout()
+    fig.savefig(out / "comparison.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.3))
+    W = np.asarray(first["weights"])
+    for name in first["w_dist"]["normalised_regret"]:
+        reg = np.mean([r["enum"]["w_dist"]["normalised_regret"][name] for r in results], axis=0)
+        ax.plot(W[:, 0], reg, "o-", ms=3, label=name)
+    for x in (1 - NEAR_VERTEX, NEAR_VERTEX):
+        ax.axvline(x, color="gray", lw=0.8, ls=":")
+    ax.set_xlabel("w_1 (coverage); dotted: region boundaries")
+    ax.set_ylabel("exact normalised regret (mean over seeds)")
+    ax.set_title(f"CLP {W_DIST_SCOPE}: training distribution of w")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "w_distribution.png", dpi=110)
+    plt.close(fig)
+    return ["comparison.png", "w_distribution.png"]
+
+
+def run(fronts: dict, scale: su.Scale, out, runs, progress: bool = False) -> str:
+    """Every seed of ``scale`` (``fronts``: ``{setup: [front.json per seed]}``, as clp_min.report gathers
+    them); writes ``OUT/report.md``, the figures and ``OUT/seed*.json``; returns the report's markdown."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for k, seed in enumerate(scale.seeds):
+        results.append(run_seed({s: fronts[s][k] for s in COMPARED}, scale, seed, out, runs, progress))
+    text = tables(results)
+    pngs = figures(results, out)
+    (out / "report.md").write_text("# Other conditioning mechanisms and the training distribution of w (issue 14)\n\n"
+                                   + __doc__.split("\n\n", 1)[1] + "\n" + text + "\n"
+                                   + "\n".join(f"![{p}]({p})" for p in pngs) + "\n")
+    return text

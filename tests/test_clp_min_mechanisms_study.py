@@ -1,0 +1,70 @@
+"""clp_min.mechanisms_study: measures on hand-sized inputs, and the study run through clp reproduce at a tiny scale."""
+import json
+
+import numpy as np
+import pytest
+
+from clp_min import mechanisms_study as ms
+from clp_min import setups as su
+from clp_min.report import reproduce
+from theory.weights import simplex_grid
+
+TINY = su.Scale(seeds=(0,), pretrain_steps=20, steps=3, prompts_per_step=4, samples_per_prompt=2, eval_prompts=4,
+                eval_samples=2, exact_prompts=2, grid=2)
+
+
+def test_regions_of_the_m2_grid():
+    W = simplex_grid(2, 10)  # w_1 = 0, .1, .., 1
+    r = ms.regions(W)
+    assert W[r["near vertices"], 0].tolist() == [0.0, 0.1, 0.2, 0.8, 0.9, 1.0]
+    assert W[r["interior"], 0].tolist() == [0.3, 0.4, 0.5, 0.6, 0.7]
+
+
+def test_exact_measures_hand_case():
+    W = np.array([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
+    stats = {"a": {"rewards": [[0.1, 0.9], [0.5, 0.5], [0.9, 0.2]], "kl": [0.2, 0.1, 0.3]}}
+    m = ms.exact_measures(W, stats, {"a": [0.1, 0.5, 0.3]})["a"]
+    assert m["mean_regret"] == pytest.approx(0.3) and m["worst_regret"] == pytest.approx(0.5)
+    assert m["regret_by_region"] == pytest.approx({"near vertices": 0.2, "interior": 0.5})
+    assert m["rank_correlation"] == pytest.approx(1.0)  # R_1 rises with w_1, R_2 with w_2
+    # one point: HV of (R, -K) boxes against (0, 0, -1.1 * 0.3), the union of three boxes by hand
+    boxes = [(0.1, 0.9, 0.33 - 0.2), (0.5, 0.5, 0.33 - 0.1), (0.9, 0.2, 0.33 - 0.3)]
+    grid = np.linspace(0, 1, 401)[:-1] + 1 / 800  # midpoint rule on the (R_1, R_2) square
+    X, Y = np.meshgrid(grid, grid, indexing="ij")
+    height = np.zeros_like(X)
+    for a, b, h in boxes:
+        height = np.maximum(height, np.where((X < a) & (Y < b), h, 0.0))
+    assert m["hypervolume_R_negK"] == pytest.approx(height.sum() / 400 ** 2, abs=2e-3)
+
+
+def test_study_runs_in_reproduce(tmp_path, monkeypatch):
+    """clp reproduce (setups enum and two) runs the study: tables, figures, per-seed JSON; baselines are
+    the setups' numbers unchanged; a front.json from another pi_ref is refused."""
+    monkeypatch.setitem(su.SCALES, "quick", TINY)
+    out = tmp_path / "rep"
+    reproduce(out, quick=True, setups=("enum", "two"), with_claims=False)
+    report = (out / "report.md").read_text()
+    assert "## Other conditioning mechanisms (issue 14)" in report
+    for f in ("report.md", "comparison.png", "w_distribution.png", "seed0.json"):
+        assert (out / "mechanisms" / f).exists(), f
+    seed0 = json.loads((out / "mechanisms" / "seed0.json").read_text())
+    front = json.loads((out / "enum" / "seed0" / "front.json").read_text())
+    for name in ("CLP full", "CLP attn", "CLP logit", "Rewarded Soups", "logit mixing", "input"):
+        assert seed0["enum"]["stats"][name] == front["exact"]["methods"][name]
+    for name in ms.MECHANISMS:
+        assert f"| {name} |" in report
+        K = len(seed0["enum"]["weights"])
+        r = seed0["enum"]["measures"][name]
+        near = ms.regions(np.asarray(seed0["enum"]["weights"]))["near vertices"]
+        mean = (near.sum() * r["regret_by_region"]["near vertices"] + (~near).sum() * r["regret_by_region"]["interior"]) / K
+        assert r["mean_regret"] == pytest.approx(mean)
+    for name in ms.W_DISTRIBUTIONS:
+        assert f"| {name} |" in report
+    # the setups' default distribution is the setups' own CLP attn run: the same exact regret
+    np.testing.assert_allclose(seed0["enum"]["w_dist"]["normalised_regret"]["Dirichlet 1 + 25% vertices"],
+                               front["exact"]["normalised_regret"]["CLP attn"], rtol=0, atol=1e-12)
+    front["exact"]["reference"]["objective"][0] += 1e-6
+    two = json.loads((out / "two" / "seed0" / "front.json").read_text())
+    with pytest.raises(ValueError, match="^fronts:"):
+        ms.compare_enum(front, TINY, 0, out / "runs", False)
+    assert ms.run_seed({"enum": front, "two": two}, TINY, 0, out / "mechanisms", out / "runs") == seed0  # reused
