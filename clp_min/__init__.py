@@ -14,7 +14,8 @@ input-conditioned, both, or a plain model that ignores ``w``)::
 
 Policies: ``ParamConditioned`` (CLP / Rewarded Soups), ``InputConditioned`` (prompting),
 ``ParamConditioned.from_base(InputConditioned(...), m, scope)`` (both),
-``Unconditioned(model)`` (a plain GPT). Plain models (``GPT``) are called
+``Unconditioned(model)`` (a plain GPT); on a frozen base (issue 14): ``SVDLoRA``
+(Panacea), ``SoftTokens``, ``PromptTokens`` (Personalized Soups). Plain models (``GPT``) are called
 ``model(idx, cache=None) -> (logits, cache)`` and are what the zero-shot decoding
 baselines (``logit_mix_sample``, ``realign_sample``) mix.
 """
@@ -23,9 +24,13 @@ from clp_min.conditioning import SCOPES, ParamConditioned, Unconditioned, check_
 from clp_min.decoding import Decoded, logit_mix_sample, realign_sample, sample, sequence_logprobs
 from clp_min.input_cond import InputConditioned, WeightEmbedding
 from clp_min.model import GPT, GPTConfig
+from clp_min.prompt_tokens import PromptTokens
+from clp_min.soft_tokens import SoftTokens
+from clp_min.svd_lora import SVDLoRA
 
 __all__ = [
     "GPT", "GPTConfig", "ParamConditioned", "Unconditioned", "InputConditioned", "WeightEmbedding",
     "SCOPES", "check_w", "mix_parameters", "Decoded", "sample", "logit_mix_sample", "realign_sample",
-    "sequence_logprobs", "Checkpoint", "save_checkpoint", "load_checkpoint",
+    "sequence_logprobs", "Checkpoint", "save_checkpoint", "load_checkpoint", "SVDLoRA", "SoftTokens",
+    "PromptTokens",
 ]

@@ -184,7 +184,8 @@ def field_help() -> dict:
 
 
 def build_policy(cfg: TrainConfig, pi_ref: GPT) -> torch.nn.Module:
-    """The trainable conditioned policy, starting at pi_ref (all copies equal to it)."""
+    """The trainable conditioned policy, starting at pi_ref (all copies equal to it); svd_lora,
+    soft_tokens and prompt_tokens train only their own parameters on a frozen copy of pi_ref."""
     model = copy.deepcopy(pi_ref)
     # the mechanisms of issue 14 keep their base frozen: only their own parameters train
     if cfg.conditioning == "svd_lora":
