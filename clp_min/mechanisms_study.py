@@ -82,6 +82,32 @@ def w_distribution_configs(scale: su.Scale, seed: int, runs) -> dict:
     return cfgs
 
 
+def planned(scale: su.Scale, runs) -> tuple:
+    """``(pi_ref args per path, {out: TrainConfig})`` of every run the study trains, all seeds."""
+    refs, cfgs = {}, {}
+    for seed in scale.seeds:
+        for setup in COMPARED:
+            args = su.reference_args(setup, scale, seed, runs)
+            refs[str(args[-1])] = args
+            cfgs.update({c.out: c for c in mechanism_configs(setup, scale, seed, runs).values()})
+        cfgs.update({c.out: c for c in w_distribution_configs(scale, seed, runs).values()})
+    return refs, cfgs
+
+
+def train_all(scale: su.Scale, runs, jobs: int) -> None:
+    """Pretrain the pi_refs, then train every planned run, in ``jobs`` processes (as clp_min.jobs does)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from clp_min import jobs as jb
+
+    refs, cfgs = planned(scale, runs)
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=jb._one_thread) as pool:
+        for fn, items in ((jb._reference, refs.values()), (jb._train, cfgs.values())):  # pi_ref first
+            for future in [pool.submit(fn, item) for item in items]:
+                future.result()
+
+
 def trainable_parameters(setup: str, scale: su.Scale, seed: int, runs) -> dict:
     """Trainable parameters of every compared method, counted on freshly built policies."""
     task = su.TrainConfig(**su.SETUPS[setup]["task"], rewards=su.SETUPS[setup]["rewards"]).task()
@@ -288,11 +314,14 @@ def figures(results: list, out) -> list:
     return ["comparison.png", "w_distribution.png"]
 
 
-def run(fronts: dict, scale: su.Scale, out, runs, progress: bool = False) -> str:
+def run(fronts: dict, scale: su.Scale, out, runs, progress: bool = False, jobs: int = 1) -> str:
     """Every seed of ``scale`` (``fronts``: ``{setup: [front.json per seed]}``, as clp_min.report gathers
-    them); writes ``OUT/report.md``, the figures and ``OUT/seed*.json``; returns the report's markdown."""
+    them); writes ``OUT/report.md``, the figures and ``OUT/seed*.json``; returns the report's markdown.
+    ``jobs > 1`` trains the study's runs first in that many processes; evaluation finds them cached."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if jobs > 1:
+        train_all(scale, runs, jobs)
     results = []
     for k, seed in enumerate(scale.seeds):
         results.append(run_seed({s: fronts[s][k] for s in COMPARED}, scale, seed, out, runs, progress))

@@ -238,7 +238,7 @@ def reproduce(out, quick: bool, progress: bool = False, setups=("kl", "two", "th
 
         start = time.perf_counter()
         mech_text = mechanisms_study.run(results, scale, out / "mechanisms", out / "runs" if runs is None else runs,
-                                         progress)
+                                         progress, jobs)
         seconds["mechanisms (issue 14)"] = time.perf_counter() - start
     rows = targets(results)
     header = (f"Scale: `{scale}`; beta = {su.BETA}; model {su.MODEL}. Training weightings: {su.TRAIN_WEIGHTS}.\n\n"
