@@ -5,8 +5,11 @@ Randomness is an argument (``rng: np.random.Generator``).
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
+
+from theory.checks import MAX_WEIGHTINGS
 
 
 def simplex_grid(m: int, n: int) -> np.ndarray:
@@ -17,6 +20,10 @@ def simplex_grid(m: int, n: int) -> np.ndarray:
     """
     if m < 1 or n < 1:
         raise ValueError(f"simplex_grid: need m >= 1 and n >= 1, got m={m}, n={n}")
+    K = math.comb(n + m - 1, m - 1)  # counted before anything is built
+    if K > MAX_WEIGHTINGS:
+        raise ValueError(f"points: a grid of resolution {n} on {m} rewards has {K} weightings, "
+                         f"over the limit of {MAX_WEIGHTINGS}")
     # stars and bars: choose m-1 bar positions among n+m-1 slots
     rows = []
     for bars in itertools.combinations(range(n + m - 1), m - 1):
