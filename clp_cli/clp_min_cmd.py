@@ -12,12 +12,22 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
+from clp_cli.paths import output_dir
 
-def add_parsers(groups) -> None:
+
+def add_parsers(groups, with_train_options: bool = True) -> None:
+    """``with_train_options=False`` (clp theory / clp toy) skips reading TrainConfig, which imports torch."""
+    train = groups.add_parser("train", help="train a conditioned policy (clp_min) with multi-task RL")
+    if with_train_options:
+        _add_train_options(train)
+    train.set_defaults(run=run_train)
+    _add_eval_and_reproduce(groups)
+
+
+def _add_train_options(train) -> None:
     from clp_min.train import TrainConfig, field_help
 
     helps = field_help()
-    train = groups.add_parser("train", help="train a conditioned policy (clp_min) with multi-task RL")
     for f in fields(TrainConfig):
         default = f.default if f.default is not MISSING else None
         if f.type in ("bool", bool):
@@ -26,8 +36,9 @@ def add_parsers(groups) -> None:
             shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
             train.add_argument(f"--{f.name}", default=None, metavar=f.name.upper(),
                                help=f"{helps[f.name]} (default: {shown})")
-    train.set_defaults(run=run_train)
 
+
+def _add_eval_and_reproduce(groups) -> None:
     ev = groups.add_parser("eval", help="Monte Carlo front of a trained run (exact too when enumerable)")
     ev.add_argument("run_dir", help="folder written by clp train")
     ev.add_argument("--grid", type=int, default=10, help="simplex_grid resolution n (m = 2: n + 1 weightings)")
@@ -96,7 +107,9 @@ def run_eval(args) -> int:
     for name in ("grid", "prompts", "samples"):
         if getattr(args, name) < (2 if name == "prompts" else 1):
             raise ValueError(f"{name}: too small ({getattr(args, name)})")
-    out = Path(args.out) if args.out else Path(args.run_dir) / "eval"
+    if not Path(args.run_dir).is_dir():
+        raise ValueError(f"run_dir: {args.run_dir} is not a folder")
+    out = output_dir(Path(args.run_dir) / "eval" if args.out is None else args.out)
     summary = evaluate_run(args.run_dir, out, args.grid, args.prompts, args.samples, args.seed)
     print(json.dumps(summary))
     return 0
@@ -121,6 +134,7 @@ def run_reproduce(args) -> int:
             raise ValueError(f"seeds: expected comma-separated integers, got {args.seeds!r}") from None
         if not seeds or min(seeds) < 0:
             raise ValueError(f"seeds: expected non-negative integers, got {args.seeds!r}")
+    output_dir(args.out)
     res = reproduce(args.out, args.quick, progress=sys.stderr.isatty(), setups=tuple(names),
                     with_claims=not args.no_claims, runs=args.runs, seeds=seeds, reuse_fronts=args.reuse_fronts)
     for r in res["targets"]:

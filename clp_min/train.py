@@ -104,6 +104,8 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         """Refuse a bad configuration with a ValueError naming the field; returns self."""
         task = self.task()  # checks the task fields
+        if not isinstance(self.out, str) or not self.out.strip():
+            raise ValueError(f"out: empty folder name, got {self.out!r}")
         ints = ("seed", "n_layer", "n_head", "n_embd", "pretrain_steps", "pretrain_batch", "steps",
                 "prompts_per_step", "samples_per_prompt", "log_every", "ckpt_every")
         for name in ints:

@@ -14,6 +14,7 @@ MAX_HORIZON = 100  # tree depth: the solvers loop over depths in Python
 MAX_LEAVES = 10 ** 7  # V^T sequences of a tree (the solvers hold [K, V^T] arrays)
 MAX_REWARDS = 32  # m: pairwise oscillations hold m(m-1)/2 arrays
 MAX_WEIGHTINGS = 10 ** 4  # K: weightings of one grid or stack (fronts are [K, m], trees [K, V^T])
+MAX_ENTRIES = 10 ** 8  # K times the sequences (or X * Y) of one solve: its largest array
 
 
 def finite_array(value, field: str, ndim: int | None = None) -> np.ndarray:

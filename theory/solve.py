@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from theory import gibbs, tree as tr
+from theory.checks import MAX_ENTRIES
 from theory.divergence import holder_gap_nonneg, kl_nonneg, sequence_kl_nonneg
 from theory.instances import Bandit, Tree
 from theory.mixing import logit_mix
@@ -54,7 +55,14 @@ def solve_tree(tree: Tree, w: np.ndarray, beta: float) -> dict:
 
 
 def solve(instance: Bandit | Tree, w: np.ndarray, beta: float) -> dict:
-    """Dispatch on the instance kind; ``w`` is ``[K, m]`` (already checked)."""
+    """Dispatch on the instance kind; ``w`` is ``[K, m]`` (already checked).
+
+    Refuses before any work when ``K`` times the instance's size exceeds ``MAX_ENTRIES``.
+    """
+    size = instance.n_leaves if isinstance(instance, Tree) else instance.ref_logp.size
+    if len(w) * size > MAX_ENTRIES:
+        raise ValueError(f"weights: {len(w)} weightings x {size} sequences exceeds the limit of "
+                         f"{MAX_ENTRIES:g} entries")
     return solve_tree(instance, w, beta) if isinstance(instance, Tree) else solve_bandit(instance, w, beta)
 
 
