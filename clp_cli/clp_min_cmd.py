@@ -80,7 +80,7 @@ def _parse_field(f, text: str):
 def run_train(args) -> int:
     import torch
 
-    from clp_min.train import TrainConfig, train
+    from clp_min.train import TrainConfig, resume_config, train
 
     torch.set_num_threads(1)
     given = {}
@@ -91,7 +91,10 @@ def run_train(args) -> int:
                 given[f.name] = True
         elif value is not None:
             given[f.name] = _parse_field(f, value)
-    cfg = TrainConfig(**given).validate()
+    if given.get("resume"):  # fields not given come from the saved run; changed ones are refused
+        cfg = resume_config(given.get("out", TrainConfig.out), given).validate()
+    else:
+        cfg = TrainConfig(**given).validate()
     log = train(cfg, progress=sys.stderr.isatty())
     last = log["history"][-1] if log["history"] else {}
     print(json.dumps({"out": cfg.out, "step": cfg.steps, **last}))
