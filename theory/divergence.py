@@ -25,8 +25,6 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import logsumexp
 
-from theory.tree import prefix_probs
-
 
 def kl_nonneg(log_p: np.ndarray, log_q: np.ndarray, axis: int = -1) -> np.ndarray:
     """KL(p || q) along ``axis`` as a sum of non-negative terms; ``log_p``, ``log_q`` normalised."""
@@ -54,7 +52,9 @@ def holder_gap_nonneg(w: np.ndarray, log_q: np.ndarray, beta: float) -> np.ndarr
     return beta * np.where(S <= 0.5, near_one, -logsumexp(log_g, axis=1))
 
 
-def sequence_kl_nonneg(tree, log_p: list, log_q: list) -> np.ndarray:
-    """KL_seq(p || q) ``[K]`` by the chain rule, ``sum_t E_{s_t ~ p} KL(p(.|s_t) || q(.|s_t))``, each term >= 0."""
-    probs = prefix_probs(tree, log_p)  # [K, V^t] by depth
-    return sum((probs[t] * kl_nonneg(log_p[t], log_q[t])).sum(axis=1) for t in range(tree.horizon))
+def chain_rule_kl(probs: list, log_p: list, log_q: list) -> np.ndarray:
+    """KL_seq(p || q) ``[K]`` by the chain rule, ``sum_t E_{s_t ~ p} KL(p(.|s_t) || q(.|s_t))``, each term >= 0.
+
+    ``probs`` is p's state distribution by depth (``theory.tree.prefix_probs``), ``[K, V^t]``.
+    """
+    return sum((probs[t] * kl_nonneg(log_p[t], log_q[t])).sum(axis=1) for t in range(len(log_p)))

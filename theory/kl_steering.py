@@ -26,7 +26,7 @@ import numpy as np
 from theory import tree as tr
 from theory.bounds import hoeffding_kl_bound
 from theory.checks import check_beta, check_lam
-from theory.divergence import sequence_kl_nonneg
+from theory.divergence import chain_rule_kl
 from theory.instances import Tree
 from theory.mixing import kl_weight_mix
 
@@ -86,7 +86,7 @@ def kl_steering_gap(tree: Tree, lam, beta, reward: int = 0) -> dict:
     sign = np.sign(1 - lam)[:, None]
     holds = np.all([np.all(sign * L_t >= -tol[:, None], axis=1) for L_t in L], axis=0)
 
-    kl_real = sequence_kl_nonneg(tree, log_real, log_opt)  # (K,), >= 0 (theory.divergence)
+    kl_real = chain_rule_kl(tr.prefix_probs(tree, log_real), log_real, log_opt)  # (K,), >= 0 (theory.divergence)
     probs = tr.prefix_probs(tree, log_real)
     bound = np.zeros(K)
     for t in range(tree.horizon - 1):  # at t = T-1 the children are leaves, where L = 0

@@ -9,7 +9,7 @@ import numpy as np
 
 from theory import gibbs, tree as tr
 from theory.checks import MAX_ENTRIES
-from theory.divergence import holder_gap_nonneg, kl_nonneg, sequence_kl_nonneg
+from theory.divergence import chain_rule_kl, holder_gap_nonneg, kl_nonneg
 from theory.instances import Bandit, Tree
 from theory.mixing import logit_mix
 
@@ -45,7 +45,7 @@ def solve_tree(tree: Tree, w: np.ndarray, beta: float) -> dict:
     log_mix = tr.zero_shot_token_policy(tree, w, beta, experts=experts)
     opt = tr.sequence_stats(tree, log_star, w, beta)
     mix = tr.sequence_stats(tree, log_mix, w, beta)
-    kl_mix_to_opt = sequence_kl_nonneg(tree, log_mix, log_star)
+    kl_mix_to_opt = chain_rule_kl(tr.prefix_probs(tree, log_mix), log_mix, log_star)
     return {"optimal": _point(opt), "logit_mix": _point(mix),
             "gap": beta * kl_mix_to_opt,
             "kl_mix_to_opt": kl_mix_to_opt,
