@@ -95,6 +95,7 @@ def run_train(args) -> int:
         cfg = resume_config(given.get("out", TrainConfig.out), given).validate()
     else:
         cfg = TrainConfig(**given).validate()
+    output_dir(cfg.out)  # a file in the way or no write access: refused before pretraining
     log = train(cfg, progress=sys.stderr.isatty())
     last = log["history"][-1] if log["history"] else {}
     print(json.dumps({"out": cfg.out, "step": cfg.steps, **last}))

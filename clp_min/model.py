@@ -48,6 +48,15 @@ def check_token_ids(idx, vocab_size: int, field: str = "idx") -> None:
                          f"max {int(idx.max())}")
 
 
+def check_same_vocab(models, field: str = "models") -> None:
+    """Models mixed token by token must share one vocabulary (``config.vocab_size`` where they have one)."""
+    sizes = [getattr(getattr(m, "config", None), "vocab_size", None) for m in models]
+    known = {v for v in sizes if v is not None}
+    if len(known) > 1:
+        raise ValueError(f"{field}: vocabularies differ ({', '.join(str(v) for v in sizes)}); "
+                         f"token-level mixing needs one vocabulary")
+
+
 @dataclass
 class GPTConfig:
     vocab_size: int  # V, number of token ids
