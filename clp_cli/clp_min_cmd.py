@@ -41,7 +41,7 @@ def _add_train_options(train) -> None:
 def _add_eval_and_reproduce(groups) -> None:
     ev = groups.add_parser("eval", help="Monte Carlo front of a trained run (exact too when enumerable)")
     ev.add_argument("run_dir", help="folder written by clp train")
-    ev.add_argument("--grid", type=int, default=10, help="simplex_grid resolution n (m = 2: n + 1 weightings)")
+    ev.add_argument("--grid", type=int, default=10, help="simplex_grid resolution n (m = 2: n + 1 weightings; at most 10000 weightings)")
     ev.add_argument("--prompts", type=int, default=128, help="held-out prompts")
     ev.add_argument("--samples", type=int, default=4, help="responses per prompt and weighting")
     ev.add_argument("--seed", type=int, default=0, help="seed of the held-out prompts and samples")

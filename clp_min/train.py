@@ -69,9 +69,9 @@ class TrainConfig:
     out: str = "runs/train"  # output directory: pi_ref, checkpoints, log.json
     seed: int = 0  # seeds initialisation, prompts/samples (torch.Generator) and weightings (numpy)
     # task (clp_min.task.TaskConfig)
-    vocab: int = 10  # V: EOS plus V-1 content tokens
-    prompt_len: int = 6  # L: prompt tokens
-    response_len: int = 5  # T: maximum response tokens
+    vocab: int = 10  # V: EOS plus V-1 content tokens (at most 65536)
+    prompt_len: int = 6  # L: prompt tokens (at most 512)
+    response_len: int = 5  # T: maximum response tokens (at most 512)
     p_keep: float = 0.5  # reference process: keep probability of each prompt token
     p_noise: float = 0.1  # reference process: replacement probability of a kept token
     rewards: tuple = ("coverage", "brevity")  # reward names (coverage, brevity, order), in order
@@ -90,7 +90,7 @@ class TrainConfig:
     alpha: float = 1.0  # Dirichlet concentration
     p_vertex: float = 0.25  # for weights=vertices: probability of drawing a vertex e_i
     fixed_w: tuple = ()  # for weights=fixed: the one weighting, e.g. (1.0, 0.0)
-    beta: float = 0.1  # KL weight
+    beta: float = 0.1  # KL weight, in [1e-8, 1e12]
     # optimisation
     steps: int = 300  # total RL steps
     prompts_per_step: int = 16  # P: prompts (and weightings) per step
@@ -99,7 +99,7 @@ class TrainConfig:
     lr_schedule: str = "constant"  # constant | cosine (lr * (1 + cos(pi step / steps)) / 2, a function of the step)
     log_every: int = 25  # steps between entries of log.json
     ckpt_every: int = 100  # steps between checkpoints (one is always written at the end)
-    resume: bool = False  # continue from OUT's checkpoint with the same random streams
+    resume: bool = False  # continue from OUT's checkpoint with the same random streams; other fields come from the run, changed ones are refused (steps, log_every, ckpt_every may change)
 
     def task(self) -> TaskConfig:
         return TaskConfig(vocab=self.vocab, prompt_len=self.prompt_len, response_len=self.response_len,

@@ -97,3 +97,14 @@ def test_theory_commands_do_not_import_torch(bandit3):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_limits_are_stated_in_help(capsys):
+    for argv, text in ((["theory", "front", "--help"], "at most 10000 weightings"),
+                       (["theory", "random", "--help"], "at most 100"),
+                       (["theory", "solve", "--help"], "[1e-08, 1e+12]"),
+                       (["train", "--help"], "at most 512"),
+                       (["eval", "--help"], "at most 10000 weightings")):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert text in " ".join(capsys.readouterr().out.split()), argv
