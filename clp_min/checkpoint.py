@@ -180,6 +180,9 @@ def _read_metadata(data: bytes, path) -> dict:
     except RecursionError:
         raise ValueError(f"checkpoint: {path} header nests JSON too deeply") from None
     meta = header.get("__metadata__") if isinstance(header, dict) else None
+    if isinstance(meta, dict) and meta.get("format") == "clp_min.checkpoint/1":
+        raise ValueError(f"checkpoint: {path} is an older clp_min.checkpoint/1 file, whose sha256 does not "
+                         f"cover its metadata; write it again (retrain) to get {FORMAT}")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"checkpoint: {path} is not a {FORMAT} file")
     for key in ("spec", "config", "sha256"):
