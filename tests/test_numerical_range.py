@@ -104,3 +104,15 @@ def test_holder_gap_nonneg_equals_its_definition():
     log_Z_i = logsumexp(log_ref[None] + r.T / beta, axis=-1)
     log_Z_w = logsumexp(log_ref[None] + W @ r.T / beta, axis=-1)
     np.testing.assert_allclose(holder_gap_nonneg(W, log_q, beta), beta * (W @ log_Z_i - log_Z_w), atol=1e-12)
+
+
+@pytest.mark.parametrize("beta", [1e-8, 1e-2, 1e3, 1e12])
+def test_kl_steering_gap_nonnegative_and_finite_across_the_range(beta):
+    from theory.kl_steering import kl_steering_gap
+
+    tree = _scaled(random_tree(np.random.default_rng(4), vocab=2, horizon=3, rewards=1), 1e6)
+    lam = np.array([0.25, 0.5, 1.0, 2.0])
+    out = kl_steering_gap(tree, lam, beta)
+    for key in ("gap", "kl_realigned_to_opt", "gap_bound", "beta_eff"):
+        assert np.all(np.isfinite(out[key])), key
+    assert np.all(out["gap"] >= 0) and out["gap"][2] == 0.0  # lam = 1 is pi* itself
