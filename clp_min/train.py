@@ -22,6 +22,13 @@ Identical runs write byte-identical checkpoint files (clp_min.checkpoint).
 Random streams: ``torch.manual_seed(seed)`` for parameter initialisation, one
 ``torch.Generator`` (seed) for prompts and samples, one ``numpy`` Generator (seed)
 for weightings; pretraining uses its own generator (seed + PRETRAIN_SEED_OFFSET).
+With ``streams=prompt`` each prompt of each step has its own streams instead, derived
+from (seed, step, global prompt index) (clp_min.distributed).
+
+Data-parallel: under ``torchrun`` (``clp train --nproc N``) each of the W processes
+takes P / W of the step's prompts and ``DistributedDataParallel`` averages the
+gradients (clp_min.distributed); rank 0 alone pretrains pi_ref and writes files.
+The checkpoint records W, and ``resume`` refuses a different one.
 """
 from __future__ import annotations
 
@@ -41,7 +48,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from tqdm import tqdm
 
-from clp_min import rl
+from clp_min import distributed, rl
 from clp_min.checkpoint import canonical_safetensors, load_checkpoint, save_checkpoint, write_atomic
 from clp_min.conditioning import SCOPES, ParamConditioned, Unconditioned
 from clp_min.input_cond import InputConditioned
@@ -54,7 +61,7 @@ PRETRAIN_SEED_OFFSET = 10_000
 CONDITIONINGS = ("none", "full", "attn", "logit", "input", "input+full", "input+attn", "input+logit")
 STEERS = ("rewards", "kl")
 LR_SCHEDULES = ("constant", "cosine")
-RESUMABLE = ("out", "resume", "steps", "log_every", "ckpt_every")  # may differ when resuming
+RESUMABLE = ("out", "resume", "steps", "log_every", "ckpt_every", "device")  # may differ when resuming
 
 
 def learning_rate(cfg: "TrainConfig", step: int) -> float:
@@ -99,7 +106,9 @@ class TrainConfig:
     lr_schedule: str = "constant"  # constant | cosine (lr * (1 + cos(pi step / steps)) / 2, a function of the step)
     log_every: int = 25  # steps between entries of log.json
     ckpt_every: int = 100  # steps between checkpoints (one is always written at the end)
-    resume: bool = False  # continue from OUT's checkpoint with the same random streams; other fields come from the run, changed ones are refused (steps, log_every, ckpt_every may change)
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda
+    streams: str = "shared"  # shared: one stream for the run | prompt: one per (seed, step, prompt), for --nproc > 1
+    resume: bool = False  # continue from OUT's checkpoint with the same random streams; other fields come from the run, changed ones are refused (steps, log_every, ckpt_every, device may change)
 
     def task(self) -> TaskConfig:
         return TaskConfig(vocab=self.vocab, prompt_len=self.prompt_len, response_len=self.response_len,
@@ -136,6 +145,10 @@ class TrainConfig:
         check_beta(self.beta, "beta")
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning: unknown {self.conditioning!r}; choose from {CONDITIONINGS}")
+        if self.device not in distributed.DEVICES:
+            raise ValueError(f"device: unknown {self.device!r}; choose from {distributed.DEVICES}")
+        if self.streams not in distributed.STREAMS:
+            raise ValueError(f"streams: unknown {self.streams!r}; choose from {distributed.STREAMS}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule: unknown {self.lr_schedule!r}; choose from {LR_SCHEDULES}")
         if self.steer not in STEERS:
@@ -195,7 +208,7 @@ def save_train_state(path: Path, optimizer, generator: torch.Generator, step: in
     tensors = {"generator": generator.get_state()}
     for i, s in state["state"].items():
         for key, t in s.items():
-            tensors[f"state.{i}.{key}"] = torch.as_tensor(t).contiguous()
+            tensors[f"state.{i}.{key}"] = torch.as_tensor(t).contiguous().cpu()
     meta = {"step": str(step), "param_groups": json.dumps(state["param_groups"])}
     write_atomic(path, canonical_safetensors(st_save(tensors, metadata=meta)))
 
@@ -334,8 +347,23 @@ def _check_unchanged(saved: dict, cfg: TrainConfig) -> None:
                              f"{now[name]!r} would change it (start a new run, or leave {name} as it was)")
 
 
+def step_streams(cfg: TrainConfig, step: int, local: range, rng: np.random.Generator,
+                 generator: torch.Generator) -> tuple:
+    """``(w [P_local, m], generator(s))`` of one step: the run's shared streams, or per-prompt ones."""
+    def draw(r, P):
+        return rl.draw_weightings(r, P, cfg.m, cfg.weights, cfg.alpha, cfg.p_vertex, cfg.fixed_w)
+
+    if cfg.streams == "shared":
+        return draw(rng, cfg.prompts_per_step), generator
+    rngs, gens = distributed.prompt_streams(cfg.seed, step, local)
+    return np.concatenate([draw(r, 1) for r in rngs]), gens  # (P_local, m)
+
+
 def train(cfg: TrainConfig, progress: bool | None = None, stop_at: int | None = None) -> dict:
     """Run (or resume) training as configured; returns the log ``{"config", "history"}``.
+
+    Under torchrun (module doc) every rank calls this; the process group is made here
+    (``clp_min.distributed.setup``) and left to the caller to destroy.
 
     ``stop_at`` interrupts the run after that many steps (with a checkpoint), as a
     crash would; resuming continues exactly as the uninterrupted run. (With
@@ -345,19 +373,24 @@ def train(cfg: TrainConfig, progress: bool | None = None, stop_at: int | None = 
     cfg.validate()
     task = cfg.task()
     out = Path(cfg.out)
+    ctx = distributed.setup(cfg.device)
+    if ctx.world_size > 1 and cfg.streams != "prompt":
+        raise ValueError(f"streams: {ctx.world_size} processes need streams=prompt (each prompt its own stream)")
+    local = distributed.local_prompts(cfg.prompts_per_step, ctx.rank, ctx.world_size)
     out.mkdir(parents=True, exist_ok=True)
-    progress = sys.stderr.isatty() if progress is None else progress
+    progress = (sys.stderr.isatty() if progress is None else progress) and ctx.writer
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 
     # pi_ref: given, or pretrained here once (a resumed run reuses the saved one)
     ref_path = Path(cfg.ref) if cfg.ref else out / "ref.safetensors"
-    if not cfg.ref and not cfg.resume:
+    if not cfg.ref and not cfg.resume and ctx.writer:
         pi_ref = GPT(model_config(task, cfg.n_layer, cfg.n_head, cfg.n_embd))
         pretrain(pi_ref, task, cfg.pretrain_steps, cfg.pretrain_batch, cfg.pretrain_lr,
                  torch.Generator().manual_seed(cfg.seed + PRETRAIN_SEED_OFFSET), progress)
         save_checkpoint(ref_path, pi_ref, {"task": asdict(task)})
+    distributed.barrier(ctx)  # the other ranks wait for rank 0's pi_ref
     saved = meta = None
     if cfg.resume:
         saved_config(out)  # refuses a missing or foreign policy file
@@ -368,10 +401,14 @@ def train(cfg: TrainConfig, progress: bool | None = None, stop_at: int | None = 
     check_reference_architecture(pi_ref, cfg, ref_path)
     ref_sha256 = file_sha256(ref_path)
 
-    policy = build_policy(cfg, pi_ref)
+    policy = build_policy(cfg, pi_ref).to(ctx.device)  # built on the CPU: the same initial draws on any device
+    pi_ref = pi_ref.to(ctx.device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     start, history = 0, []
     if cfg.resume:
+        if meta.get("world_size", 1) != ctx.world_size:
+            raise ValueError(f"resume: {out} was trained by {meta.get('world_size', 1)} processes, this run has "
+                             f"{ctx.world_size}; resume with the same number (clp train --nproc)")
         try:
             policy.load_state_dict(saved.state_dict())
         except RuntimeError:
@@ -386,30 +423,34 @@ def train(cfg: TrainConfig, progress: bool | None = None, stop_at: int | None = 
             raise ValueError(f"steps: the checkpoint is already at step {start} > {cfg.steps}")
 
     def checkpoint(step):
+        if not ctx.writer:
+            return
         state, prev = out / "train_state.safetensors", out / "train_state.prev.safetensors"
         if state.exists():
             os.replace(state, prev)  # until the policy of `step` is written, prev matches the saved policy
         save_train_state(state, optimizer, generator, step)
         save_checkpoint(out / "policy.safetensors", policy,
                         {"train": asdict(cfg), "ref": _ref_location(ref_path, out), "ref_sha256": ref_sha256,
-                         "step": step, "numpy_rng": rng.bit_generator.state})
+                         "step": step, "numpy_rng": rng.bit_generator.state, "world_size": ctx.world_size})
         prev.unlink(missing_ok=True)
         _write_log(out, cfg, history)
 
     policy.train()
+    ddp_policy = distributed.wrap(policy, ctx)  # averages gradients over the ranks (W > 1)
     end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
     bar = tqdm(range(start, end), desc=f"train {cfg.conditioning}", disable=not progress)
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, step)
-        w = rl.draw_weightings(rng, cfg.prompts_per_step, cfg.m, cfg.weights, cfg.alpha, cfg.p_vertex, cfg.fixed_w)
-        stats = rl.rl_step(policy, pi_ref, optimizer, task, w, cfg.samples_per_prompt, cfg.beta,
-                           generator, steer_kl=cfg.steer == "kl")
+        w, gen = step_streams(cfg, step, local, rng, generator)
+        stats = rl.rl_step(ddp_policy, pi_ref, optimizer, task, w, cfg.samples_per_prompt, cfg.beta,
+                           gen, steer_kl=cfg.steer == "kl")
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
-            history.append({"step": done, **stats})
-            bar.set_postfix(objective=f"{stats['objective']:.3f}", kl=f"{stats['kl']:.3f}")
-            _write_log(out, cfg, history)
+            history.append({"step": done, **distributed.mean_over_ranks(stats, ctx)})
+            bar.set_postfix(objective=f"{history[-1]['objective']:.3f}", kl=f"{history[-1]['kl']:.3f}")
+            if ctx.writer:
+                _write_log(out, cfg, history)
         if done % cfg.ckpt_every == 0 or done == end:
             checkpoint(done)
     if start == end:
