@@ -13,12 +13,22 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
+from clp_cli.paths import output_dir
 
-def add_parsers(groups) -> None:
+
+def add_parsers(groups, with_train_options: bool = True) -> None:
+    """``with_train_options=False`` (clp theory / clp toy) skips reading TrainConfig, which imports torch."""
+    train = groups.add_parser("train", help="train a conditioned policy (clp_min) with multi-task RL")
+    if with_train_options:
+        _add_train_options(train)
+    train.set_defaults(run=run_train)
+    _add_eval_and_reproduce(groups)
+
+
+def _add_train_options(train) -> None:
     from clp_min.train import TrainConfig, field_help
 
     helps = field_help()
-    train = groups.add_parser("train", help="train a conditioned policy (clp_min) with multi-task RL")
     for f in fields(TrainConfig):
         default = f.default if f.default is not MISSING else None
         if f.type in ("bool", bool):
@@ -30,11 +40,12 @@ def add_parsers(groups) -> None:
     train.add_argument("--nproc", type=int, default=None, metavar="N",
                        help="launch N data-parallel processes on this machine through torch.distributed.run "
                             "(needs --streams prompt when N > 1); under torchrun leave it out")
-    train.set_defaults(run=run_train)
 
+
+def _add_eval_and_reproduce(groups) -> None:
     ev = groups.add_parser("eval", help="Monte Carlo front of a trained run (exact too when enumerable)")
     ev.add_argument("run_dir", help="folder written by clp train")
-    ev.add_argument("--grid", type=int, default=10, help="simplex_grid resolution n (m = 2: n + 1 weightings)")
+    ev.add_argument("--grid", type=int, default=10, help="simplex_grid resolution n (m = 2: n + 1 weightings; at most 10000 weightings)")
     ev.add_argument("--prompts", type=int, default=128, help="held-out prompts")
     ev.add_argument("--samples", type=int, default=4, help="responses per prompt and weighting")
     ev.add_argument("--seed", type=int, default=0, help="seed of the held-out prompts and samples")
@@ -103,7 +114,7 @@ def run_train(args) -> int:
     import torch
 
     from clp_min import distributed
-    from clp_min.train import TrainConfig, train
+    from clp_min.train import TrainConfig, resume_config, train
 
     torch.set_num_threads(1)
     given = {}
@@ -114,7 +125,11 @@ def run_train(args) -> int:
                 given[f.name] = True
         elif value is not None:
             given[f.name] = _parse_field(f, value)
-    cfg = TrainConfig(**given).validate()
+    if given.get("resume"):  # fields not given come from the saved run; changed ones are refused
+        cfg = resume_config(given.get("out", TrainConfig.out), given).validate()
+    else:
+        cfg = TrainConfig(**given).validate()
+    output_dir(cfg.out)  # a file in the way or no write access: refused before pretraining
     if args.nproc is not None:
         return _launch_train(args, given, cfg)
     try:
@@ -136,7 +151,9 @@ def run_eval(args) -> int:
     for name in ("grid", "prompts", "samples"):
         if getattr(args, name) < (2 if name == "prompts" else 1):
             raise ValueError(f"{name}: too small ({getattr(args, name)})")
-    out = Path(args.out) if args.out else Path(args.run_dir) / "eval"
+    if not Path(args.run_dir).is_dir():
+        raise ValueError(f"run_dir: {args.run_dir} is not a folder")
+    out = output_dir(Path(args.run_dir) / "eval" if args.out is None else args.out)
     summary = evaluate_run(args.run_dir, out, args.grid, args.prompts, args.samples, args.seed)
     print(json.dumps(summary))
     return 0
@@ -163,6 +180,7 @@ def run_reproduce(args) -> int:
             raise ValueError(f"seeds: expected non-negative integers, got {args.seeds!r}")
     if args.jobs < 1:
         raise ValueError(f"jobs: must be an integer >= 1, got {args.jobs}")
+    output_dir(args.out)
     res = reproduce(args.out, args.quick, progress=sys.stderr.isatty(), setups=tuple(names),
                     with_claims=not args.no_claims, runs=args.runs, seeds=seeds, reuse_fronts=args.reuse_fronts,
                     jobs=args.jobs, mechanisms=not args.no_mechanisms)

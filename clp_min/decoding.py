@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from clp_min.conditioning import check_w
+from clp_min.model import check_same_vocab
 from theory.checks import check_lam
 from theory.mixing import kl_weight_mix, logit_mix
 
@@ -144,6 +145,7 @@ def logit_mix_sample(models, w, prompt, max_new_tokens: int, temperature: float 
     models = list(models)
     if not models:
         raise ValueError("models: no models given")
+    check_same_vocab(models)
     w_rows = check_w(w, len(models)).detach().cpu().double().numpy().reshape(-1, len(models))  # (1 or B, m)
     if w_rows.shape[0] not in (1, prompt.size(0)):
         raise ValueError(f"w: {w_rows.shape[0]} weightings for a batch of {prompt.size(0)} prompts")
@@ -160,6 +162,7 @@ def realign_sample(ref, tuned, lam, prompt, max_new_tokens: int, temperature: fl
     ``beta / lam`` on a one-token response (tested against theory.gibbs). Any ``lam > 0``
     is accepted (``lam > 1`` extrapolates, as in the realignment literature).
     """
+    check_same_vocab([ref, tuned], "tuned")
     lam_arr = check_lam(lam, "lam")
     if lam_arr.size != 1:
         raise ValueError(f"lam: expected one number, got {lam_arr.size}")
