@@ -300,3 +300,13 @@ def test_training_moves_only_the_mechanism(name, extra, tmp_path):
 def test_bad_settings_are_refused(field, value):
     with pytest.raises(ValueError, match=f"^{field}:"):
         TrainConfig(conditioning="svd_lora", **{field: value}).validate()
+
+
+@pytest.mark.parametrize("name, key", [("svd_lora", "rank"), ("soft_tokens", "n_tokens"), ("prompt_tokens", "grid")])
+def test_a_spec_with_a_huge_mechanism_is_refused_before_allocating(name, key):
+    from clp_min.checkpoint import build_from_spec, module_spec
+    mechs, _ = _mechanisms()
+    spec = module_spec(mechs[name])
+    spec[key] = 10 ** 9
+    with pytest.raises(ValueError, match=f"^spec: {key}"):
+        build_from_spec(spec)
