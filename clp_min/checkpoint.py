@@ -14,8 +14,12 @@ header's ``__metadata__``::
     config  the caller's JSON config
     sha256  digest of the tensor payload (names, dtypes, shapes, bytes, sorted by name)
 
-Only the four classes GPT, InputConditioned, ParamConditioned and Unconditioned can
-be rebuilt, from their constructor arguments; nothing is unpickled or evaluated.
+Only the classes GPT, InputConditioned, ParamConditioned (its options and scoped
+parameter names recorded), Unconditioned and HFCausalLM can be rebuilt, from their
+constructor arguments; nothing is unpickled or evaluated. A transformers model is
+rebuilt from its recorded class and ``config.to_dict()`` by
+``AutoModelForCausalLM.from_config`` only for a class transformers maps to that config
+(no ``trust_remote_code``), with its peft adapters re-attached (``clp_min.hf``).
 Writes are atomic: a temporary file in the same directory, fsync, then ``os.replace``.
 A truncated or tampered file is refused with a ValueError naming the file.
 """
@@ -37,10 +41,12 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from clp_min.conditioning import ParamConditioned, Unconditioned
+from clp_min.hf import HFCausalLM, build_hf, hf_spec
 from clp_min.input_cond import InputConditioned
 from clp_min.model import GPT, GPTConfig
 
 FORMAT = "clp_min.checkpoint/1"
+PARAM_OPTIONS = ("untie", "mix_tied", "frozen", "lora_mix")  # ParamConditioned's constructor options
 
 
 class Checkpoint(NamedTuple):
@@ -55,11 +61,14 @@ def module_spec(module: nn.Module) -> dict:
     if isinstance(module, InputConditioned):
         return {"class": "InputConditioned", "m": module.m, "mode": module.mode, "model": module_spec(module.model)}
     if isinstance(module, ParamConditioned):
-        return {"class": "ParamConditioned", "m": module.m, "scope": module.scope, "module": module_spec(module.base)}
+        return {"class": "ParamConditioned", "m": module.m, "scope": module.scope, "names": module.names,
+                **{k: getattr(module, k) for k in PARAM_OPTIONS}, "module": module_spec(module.base)}
+    if isinstance(module, HFCausalLM):
+        return hf_spec(module)
     if isinstance(module, Unconditioned):
         return {"class": "Unconditioned", "model": module_spec(module.model)}
     raise ValueError(f"model: cannot checkpoint a {type(module).__name__}; "
-                     f"expected GPT, InputConditioned, ParamConditioned or Unconditioned")
+                     f"expected GPT, InputConditioned, ParamConditioned, Unconditioned or HFCausalLM")
 
 
 def build_from_spec(spec: dict) -> nn.Module:
@@ -71,7 +80,14 @@ def build_from_spec(spec: dict) -> nn.Module:
         return InputConditioned(build_from_spec(spec["model"]), spec["m"], spec["mode"])
     if kind == "ParamConditioned":
         scope = spec["scope"] if isinstance(spec["scope"], str) else list(spec["scope"])
-        return ParamConditioned.from_base(build_from_spec(spec["module"]), spec["m"], scope)
+        wrapper = ParamConditioned.from_base(build_from_spec(spec["module"]), spec["m"], scope,
+                                             **{k: spec[k] for k in PARAM_OPTIONS})
+        if wrapper.names != spec["names"]:  # thetas are stored by position; the names say what each one is
+            raise ValueError(f"checkpoint: scope {scope!r} selects {wrapper.names} in the rebuilt module, "
+                             f"the checkpoint recorded {spec['names']}")
+        return wrapper
+    if kind == "HFCausalLM":
+        return build_hf(spec)
     if kind == "Unconditioned":
         return Unconditioned(build_from_spec(spec["model"]))
     raise ValueError(f"checkpoint: unknown module class {kind!r} in spec")
