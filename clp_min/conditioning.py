@@ -22,9 +22,10 @@ Scopes (fnmatch patterns matched against every parameter name, aliases included)
 of patterns. A scope that matches no parameter is refused with the names it saw;
 ``describe_scope(module, scope)`` lists what a scope selects.
 
-Frozen parameters (``requires_grad=False``, e.g. the base weights of a peft model) are
-not selected by default (``frozen="skip"``) and stay frozen; ``frozen="mix"`` selects
-them with frozen copies, ``frozen="train"`` with trainable copies.
+Frozen parameters (``requires_grad=False``, e.g. the base weights of a peft model) stay
+frozen: selected, their copies are frozen too (``frozen="mix"``, default);
+``frozen="skip"`` leaves them out of every scope (on a peft model ``"attn"`` then selects
+only the LoRA factors inside attention); ``frozen="train"`` makes their copies trainable.
 
 Tied weights. A parameter shared by two names (a GPT's token embedding and unembedding,
 transformers' ``tie_word_embeddings``) that a scope selects under one name only (scope
@@ -143,13 +144,13 @@ def _name_shapes(module: nn.Module, limit: int = 12) -> str:
     return ", ".join(seen[:limit]) + (f", ... ({len(seen)} in all)" if len(seen) > limit else "")
 
 
-def resolve_scope(module: nn.Module, scope, frozen: str = "skip") -> dict:
+def resolve_scope(module: nn.Module, scope, frozen: str = "mix") -> dict:
     """The parameters a scope selects: ``{canonical name: [every alias name]}``.
 
     The canonical name is the one ``named_parameters()`` reports; tied parameters
     have more than one alias and are selected whole if any alias matches.
     Frozen parameters (``requires_grad=False``, e.g. the base weights under peft LoRA)
-    are left out unless ``frozen`` is ``"mix"`` or ``"train"``.
+    are left out when ``frozen="skip"``.
     """
     patterns = scope_patterns(scope)
     if frozen not in FROZEN:
@@ -165,7 +166,7 @@ def resolve_scope(module: nn.Module, scope, frozen: str = "skip") -> dict:
             else:
                 skipped += 1
     if not chosen:
-        why = (f" except {skipped} frozen ones (pass frozen='mix' to mix frozen parameters)" if skipped
+        why = (f" except {skipped} frozen ones (frozen='skip' leaves them out)" if skipped
                else f"; its parameters are named like: {_name_shapes(module)}")
         raise ValueError(f"scope: {scope!r} matches no parameter of {type(module).__name__}{why}")
     return chosen
@@ -182,7 +183,7 @@ def _tied_outside(scope, chosen: dict) -> dict:
     return out
 
 
-def describe_scope(module: nn.Module, scope, frozen: str = "skip") -> str:
+def describe_scope(module: nn.Module, scope, frozen: str = "mix") -> str:
     """What ``scope`` selects in ``module``, one line per parameter (name, shape, aliases), for printing."""
     chosen = resolve_scope(module, scope, frozen)
     tied = _tied_outside(scope, chosen)
@@ -219,8 +220,10 @@ class ParamConditioned(nn.Module):
             only the matched names are mixed (pure unembedding mixing, P3).
         mix_tied: mix such a tied parameter whole (the input embedding changes too).
             Without either, such a scope is refused.
-        frozen: ``"skip"`` (frozen parameters are never selected and stay frozen),
-            ``"mix"`` (selected, their copies stay frozen), ``"train"`` (selected, trainable).
+        frozen: what a scope does with frozen parameters (``requires_grad=False``):
+            ``"mix"`` selects them like any other and their copies stay frozen (default),
+            ``"skip"`` never selects them (they stay shared and frozen), ``"train"`` selects
+            them with trainable copies.
         lora_mix: ``"delta"`` mixes each peft LoRA pair's weight change, ``sum_i w_i B_i A_i``
             (mix_lora_delta); ``"factors"`` mixes the factors one by one,
             ``(sum_i w_i B_i)(sum_i w_i A_i)``.
@@ -232,7 +235,7 @@ class ParamConditioned(nn.Module):
     """
 
     def __init__(self, module: nn.Module, m: int, scope, untie: bool = False, mix_tied: bool = False,
-                 frozen: str = "skip", lora_mix: str = "delta"):
+                 frozen: str = "mix", lora_mix: str = "delta"):
         super().__init__()
         if isinstance(m, bool) or not isinstance(m, int) or m < 1:
             raise ValueError(f"m: must be a positive integer, got {m!r}")
