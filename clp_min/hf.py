@@ -13,7 +13,10 @@ nh key/value heads, hs head size.
   ``clp_min.conditioning``) and is never mutated (a fresh transformers cache is
   built from it at each call). Positions continue from ``L``, as in ``clp_min.model``.
 - ``attention_mask``: ``None`` or ``[B, L + T]`` (1 = attend, 0 = padding), the
-  transformers convention: it covers the cached positions as well as the new ones.
+  transformers convention: it covers the cached positions as well as the new ones. It is
+  handed to the model as the equivalent 4-D additive mask (``additive_mask``), which
+  transformers uses as given and which passes through vmap. Positions are not shifted
+  by padding (as in a plain transformers forward call).
 
 The cache keyword. transformers 5.x names it ``cache``, 4.x ``past_key_values``; both
 forwards also take ``**kwargs``, which silently swallow the other name (decoding then
@@ -78,6 +81,24 @@ def _to_pairs(hf_cache) -> tuple:
     return tuple(hf_cache.to_legacy_cache())
 
 
+def additive_mask(attention_mask: torch.Tensor, L: int, T: int, dtype: torch.dtype) -> torch.Tensor:
+    """The causal and padding mask ``[B, 1, T, L+T]`` as transformers' 4-D additive form (0 or the dtype's min).
+
+    Query ``t`` sits at position ``L + t`` and sees key ``s`` iff ``s <= L + t`` and
+    ``attention_mask[b, s] == 1``. transformers uses a 4-D mask as given, for every
+    attention implementation; built from a 2-D mask, its sdpa path branches on the mask's
+    values, which ``torch.func.vmap`` (per-example weightings) cannot trace.
+    """
+    S = attention_mask.size(1)
+    if S != L + T:
+        raise ValueError(f"attention_mask: covers {S} positions, expected {L} cached + {T} new = {L + T}")
+    pos = torch.arange(S, device=attention_mask.device)
+    causal = pos[None, :] <= L + pos[:T, None]  # (T, S)
+    allowed = causal[None] & attention_mask.bool()[:, None, :]  # (B, T, S)
+    zero = torch.zeros((), dtype=dtype, device=attention_mask.device)
+    return torch.where(allowed, zero, torch.finfo(dtype).min)[:, None]  # (B, 1, T, S)
+
+
 class HFCausalLM(nn.Module):
     """``model(idx, cache=None, attention_mask=None) -> (logits [B, T, V], cache)`` for a transformers causal LM.
 
@@ -94,21 +115,11 @@ class HFCausalLM(nn.Module):
     def forward(self, idx, cache=None, attention_mask=None):
         kwargs = {self.cache_keyword: None if cache is None else _from_pairs(cache), "use_cache": True}
         if attention_mask is not None:
-            kwargs["attention_mask"] = attention_mask
+            L = 0 if cache is None else cache[0][0].size(2)
+            dtype = self.model.get_input_embeddings().weight.dtype
+            kwargs["attention_mask"] = additive_mask(attention_mask, L, idx.size(1), dtype)
         out = self.model(input_ids=idx, **kwargs)
         return out.logits, _to_pairs(out.past_key_values)
-
-
-def is_tied_config(module: nn.Module) -> bool:
-    return bool(getattr(getattr(_inner(module), "config", None), "tie_word_embeddings", False))
-
-
-def untie_config(module: nn.Module) -> None:
-    """After untying a transformers model's embeddings by hand, say so in its config, so that
-    ``save_pretrained`` / ``from_config`` keep them untied."""
-    config = getattr(_inner(module), "config", None)
-    if getattr(config, "tie_word_embeddings", False):
-        config.tie_word_embeddings = False
 
 
 def hf_spec(lm: HFCausalLM) -> dict:
