@@ -115,6 +115,13 @@ def test_cache_in_pieces_equals_one_full_pass(family):
                   tol=1e-10).assert_pass()
 
 
+def test_attention_mask_of_the_wrong_length_is_refused():
+    lm = HFCausalLM(_gpt2())
+    _, cache = lm(_idx(T=3))
+    with pytest.raises(ValueError, match=r"^attention_mask: covers 2 positions, expected 3 cached \+ 1 new = 4"):
+        lm(_idx(T=1), cache=cache, attention_mask=torch.ones(3, 2))
+
+
 class _Cache5(torch.nn.Module):  # signatures of transformers 5.x, 4.x, and a bare **kwargs forward
     def forward(self, input_ids=None, cache=None, use_cache=None, **kwargs): ...
 
