@@ -54,7 +54,7 @@ def _inner(model: nn.Module) -> nn.Module:
 def cache_keyword(model: nn.Module) -> str:
     """The name under which ``model``'s forward takes its key/value cache; never a ``**kwargs`` catch-all."""
     params = inspect.signature(_inner(model).forward).parameters
-    named = [k for k in CACHE_KEYWORDS if k in params and params[k].kind != inspect.Parameter.VAR_KEYWORD]
+    named = [k for k in CACHE_KEYWORDS if k in params]
     if not named or "use_cache" not in params:
         raise ValueError(f"model: {type(_inner(model)).__name__}.forward names neither of {CACHE_KEYWORDS} "
                          f"together with use_cache; HFCausalLM needs a transformers causal LM")
