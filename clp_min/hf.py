@@ -22,9 +22,10 @@ The cache keyword. transformers 5.x names it ``cache``, 4.x ``past_key_values``;
 forwards also take ``**kwargs``, which silently swallow the other name (decoding then
 runs without a cache and without an error). The keyword is read once from the
 signature of the underlying model's ``forward`` (through a peft wrapper), and a model
-naming neither is refused. Only plain key/value caches are supported: a model whose
-transformers cache has layers other than full-attention ``DynamicLayer`` (sliding
-windows, state-space layers) is refused at the first call.
+naming neither is refused. Only key/value caches holding the full history are
+supported: a sliding-window model (Mistral) runs while the sequence fits in its window
+(then sliding-window attention is full attention) and is refused beyond it; caches of
+other kinds (state-space layers) are refused at the first call.
 
 Checkpoints. ``hf_spec`` records the model class, ``config.to_dict()`` and, for a peft
 model, its adapter configurations; ``build_hf`` rebuilds the module from that record
@@ -73,10 +74,13 @@ def _from_pairs(cache: tuple):
 def _to_pairs(hf_cache) -> tuple:
     """The ``(k, v)`` pair of every layer of a transformers cache, ``[B, nh, L, hs]`` each."""
     if hasattr(hf_cache, "layers"):  # transformers >= 4.56
-        kinds = {type(layer).__name__ for layer in hf_cache.layers}
-        if kinds != {"DynamicLayer"}:
-            raise ValueError(f"model: cache layers {sorted(kinds)} are not plain key/value layers; "
-                             f"HFCausalLM supports full-attention models only")
+        for layer in hf_cache.layers:
+            if type(layer).__name__ not in ("DynamicLayer", "DynamicSlidingWindowLayer"):
+                raise ValueError(f"model: cache layer {type(layer).__name__} is not a key/value layer; "
+                                 f"HFCausalLM supports attention models only")
+            if getattr(layer, "cumulative_length", 0) > getattr(layer, "sliding_window", float("inf")) - 1:
+                raise ValueError(f"model: {layer.cumulative_length} positions exceed the sliding window of "
+                                 f"{layer.sliding_window}; HFCausalLM keeps full histories only")
         return tuple((layer.keys, layer.values) for layer in hf_cache.layers)
     return tuple(hf_cache.to_legacy_cache())
 

@@ -115,6 +115,23 @@ def test_cache_in_pieces_equals_one_full_pass(family):
                   tol=1e-10).assert_pass()
 
 
+def test_sliding_window_model_runs_inside_its_window_and_is_refused_beyond():
+    def mistral(window):
+        torch.manual_seed(0)
+        cfg = transformers.MistralConfig(vocab_size=V, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                                         max_position_embeddings=16, sliding_window=window, bos_token_id=0,
+                                         eos_token_id=0, pad_token_id=0)
+        return HFCausalLM(transformers.MistralForCausalLM(cfg).double().eval())
+
+    lm, idx = mistral(8), _idx(T=7)
+    logits_a, cache = lm(idx[:, :4])
+    logits_b, _ = lm(idx[:, 4:], cache=cache)
+    torch.testing.assert_close(torch.cat([logits_a, logits_b], 1), lm(idx)[0], rtol=0, atol=ATOL)
+    with pytest.raises(ValueError, match="^model: 7 positions exceed the sliding window of 4"):
+        mistral(4)(idx)
+
+
 def test_attention_mask_of_the_wrong_length_is_refused():
     lm = HFCausalLM(_gpt2())
     _, cache = lm(_idx(T=3))
