@@ -15,8 +15,9 @@ nh key/value heads, hs head size.
 - ``attention_mask``: ``None`` or ``[B, L + T]`` (1 = attend, 0 = padding), the
   transformers convention: it covers the cached positions as well as the new ones. It is
   handed to the model as the equivalent 4-D additive mask (``additive_mask``), which
-  transformers uses as given and which passes through vmap. Positions are not shifted
-  by padding (as in a plain transformers forward call).
+  transformers (>= 4.53, every model) uses as given and which passes through vmap; older
+  versions get the 2-D mask, which their sdpa path cannot run under vmap. Positions are
+  not shifted by padding (as in a plain transformers forward call).
 
 The cache keyword. transformers 5.x names it ``cache``, 4.x ``past_key_values``; both
 forwards also take ``**kwargs``, which silently swallow the other name (decoding then
@@ -38,6 +39,7 @@ here only when a model is wrapped, rebuilt or called.
 """
 from __future__ import annotations
 
+import importlib.util
 import inspect
 
 import torch
@@ -82,7 +84,8 @@ def _to_pairs(hf_cache) -> tuple:
                 raise ValueError(f"model: {layer.cumulative_length} positions exceed the sliding window of "
                                  f"{layer.sliding_window}; HFCausalLM keeps full histories only")
         return tuple((layer.keys, layer.values) for layer in hf_cache.layers)
-    return tuple(hf_cache.to_legacy_cache())
+    legacy = hf_cache if isinstance(hf_cache, tuple) else hf_cache.to_legacy_cache()  # transformers < 4.56
+    return tuple((k, v) for k, v in legacy)
 
 
 def additive_mask(attention_mask: torch.Tensor, L: int, T: int, dtype: torch.dtype) -> torch.Tensor:
@@ -93,9 +96,7 @@ def additive_mask(attention_mask: torch.Tensor, L: int, T: int, dtype: torch.dty
     attention implementation; built from a 2-D mask, its sdpa path branches on the mask's
     values, which ``torch.func.vmap`` (per-example weightings) cannot trace.
     """
-    S = attention_mask.size(1)
-    if S != L + T:
-        raise ValueError(f"attention_mask: covers {S} positions, expected {L} cached + {T} new = {L + T}")
+    S = attention_mask.size(1)  # L + T, checked by the caller
     pos = torch.arange(S, device=attention_mask.device)
     causal = pos[None, :] <= L + pos[:T, None]  # (T, S)
     allowed = causal[None] & attention_mask.bool()[:, None, :]  # (B, T, S)
@@ -106,7 +107,8 @@ def additive_mask(attention_mask: torch.Tensor, L: int, T: int, dtype: torch.dty
 class HFCausalLM(nn.Module):
     """``model(idx, cache=None, attention_mask=None) -> (logits [B, T, V], cache)`` for a transformers causal LM.
 
-    Attributes: ``model`` (the wrapped model, parameters named ``model.*``), ``cache_keyword``.
+    Attributes: ``model`` (the wrapped model, parameters named ``model.*``), ``cache_keyword``,
+    ``four_d_masks`` (whether this transformers takes the 4-D mask).
     """
 
     def __init__(self, model: nn.Module):
@@ -114,14 +116,19 @@ class HFCausalLM(nn.Module):
         if isinstance(model, HFCausalLM):
             raise ValueError("model: already an HFCausalLM")
         self.cache_keyword = cache_keyword(model)
+        self.four_d_masks = importlib.util.find_spec("transformers.masking_utils") is not None  # >= 4.53
         self.model = model
 
     def forward(self, idx, cache=None, attention_mask=None):
         kwargs = {self.cache_keyword: None if cache is None else _from_pairs(cache), "use_cache": True}
         if attention_mask is not None:
-            L = 0 if cache is None else cache[0][0].size(2)
+            L, T = (0 if cache is None else cache[0][0].size(2)), idx.size(1)
+            if attention_mask.size(1) != L + T:
+                raise ValueError(f"attention_mask: covers {attention_mask.size(1)} positions, expected {L} cached "
+                                 f"+ {T} new = {L + T}")
             dtype = self.model.get_input_embeddings().weight.dtype
-            kwargs["attention_mask"] = additive_mask(attention_mask, L, idx.size(1), dtype)
+            kwargs["attention_mask"] = additive_mask(attention_mask, L, T, dtype) if self.four_d_masks \
+                else attention_mask
         out = self.model(input_ids=idx, **kwargs)
         return out.logits, _to_pairs(out.past_key_values)
 

@@ -128,8 +128,9 @@ def test_sliding_window_model_runs_inside_its_window_and_is_refused_beyond():
     logits_a, cache = lm(idx[:, :4])
     logits_b, _ = lm(idx[:, 4:], cache=cache)
     torch.testing.assert_close(torch.cat([logits_a, logits_b], 1), lm(idx)[0], rtol=0, atol=ATOL)
-    with pytest.raises(ValueError, match="^model: 7 positions exceed the sliding window of 4"):
-        mistral(4)(idx)
+    if hasattr(transformers.cache_utils, "DynamicSlidingWindowLayer"):  # >= 4.56: the cache drops old keys
+        with pytest.raises(ValueError, match="^model: 7 positions exceed the sliding window of 4"):
+            mistral(4)(idx)
 
 
 def test_attention_mask_of_the_wrong_length_is_refused():
@@ -355,13 +356,16 @@ def test_checkpoint_round_trip(tmp_path, kind):
     save_checkpoint(path, model, {"note": kind})
     loaded, config = load_checkpoint(path)
     assert config == {"note": kind} and type(loaded) is type(model)
+    assert {p.dtype for p in loaded.parameters()} == {torch.float64}  # loading never casts
+    # (transformers recomputes non-persistent buffers such as rotary frequencies on rebuild,
+    # 4.50 in another precision, hence 1e-9 rather than 0)
     idx = _idx()
     if kind == "adapter":
-        torch.testing.assert_close(loaded(idx)[0], model(idx)[0], rtol=0, atol=0)
+        torch.testing.assert_close(loaded(idx)[0], model(idx)[0], rtol=0, atol=1e-9)
         return
     assert loaded.names == model.names
     for w in (torch.tensor([0.3, 0.7], dtype=torch.float64), W3):
-        torch.testing.assert_close(loaded(w, idx)[0], model(w, idx)[0], rtol=0, atol=0)
+        torch.testing.assert_close(loaded(w, idx)[0], model(w, idx)[0], rtol=0, atol=1e-9)
 
 
 def test_checkpoint_rebuild_is_allowlisted():
