@@ -4,11 +4,13 @@
     batch ``w [m]`` and one per example ``w [B, m]``) over the unconditioned GPT;
 (b) decoding tokens/s of a conditioned model (parameter-conditioned, one pass per token,
     mixing at every call or exported once with ``policy_at``) against decoding-time
-    realignment (2 passes) and two-model logit mixing (2 passes).
+    realignment (2 passes) and two-model logit mixing (2 passes);
+(c) the ratios of (a) for a transformers GPT-2 of the same size through clp_min.hf.HFCausalLM
+    (needs the optional extra ``hf``; skipped without it).
 
     python bench/clp_min.py [--out DIR]
 
-Prints two markdown tables; with ``--out`` also writes ``clp_min_bench.json``.
+Prints three markdown tables; with ``--out`` also writes ``clp_min_bench.json``.
 The cases are timed in turn within each of ``--repeats`` rounds (after one warm-up run)
 and each ratio is the median of the per-round ratios, which tolerates a shared, busy CPU.
 The GPT is untied, so scope ``logit`` mixes the unembedding only.
@@ -129,21 +131,69 @@ def decoding_table(cfg: BenchConfig, gpt: GPT, progress) -> list[dict]:
              "model_calls": calls[name], "ratio": 1.0 / median_ratio(times, name, first)} for name in runs]
 
 
+def hf_forward_backward_table(cfg: BenchConfig, progress) -> list[dict]:
+    """(c) The same forward + backward ratios for a transformers GPT-2 of the same size through HFCausalLM."""
+    import transformers
+
+    from clp_min.hf import HFCausalLM
+
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(cfg.seed)
+    hf_cfg = transformers.GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.seq, n_embd=cfg.n_embd,
+                                     n_layer=cfg.n_layer, n_head=cfg.n_head, resid_pdrop=0.0, embd_pdrop=0.0,
+                                     attn_pdrop=0.0, tie_word_embeddings=False, bos_token_id=0, eos_token_id=0)
+    lm = HFCausalLM(transformers.GPT2LMHeadModel(hf_cfg).eval())
+    g = torch.Generator().manual_seed(cfg.seed)
+    idx = torch.randint(0, cfg.vocab_size, (cfg.batch, cfg.seq), generator=g)
+    w_batch = torch.full((cfg.m,), 1.0 / cfg.m)
+    w_each = torch.distributions.Dirichlet(torch.ones(cfg.m)).sample((cfg.batch,))
+    w_each = w_each / w_each.sum(1, keepdim=True)
+
+    def step(run):
+        def fn():
+            logits, _ = run()
+            logits.float().logsumexp(-1).mean().backward()
+        return fn
+
+    cases = {"unconditioned": step(lambda: lm(idx))}
+    for scope in ("logit", "attn", "full"):
+        pc = ParamConditioned.from_base(lm, cfg.m, scope)
+        cases[(scope, "per_batch")] = step(lambda pc=pc: pc(w_batch, idx))
+        cases[(scope, "per_example")] = step(lambda pc=pc: pc(w_each, idx))
+    times = round_robin(cases, cfg.repeats, progress)
+    rows = [{"scope": "HF GPT-2 unconditioned", "per_batch": 1.0, "per_example": 1.0,
+             "seconds": statistics.median(times["unconditioned"])}]
+    for scope in ("logit", "attn", "full"):
+        rows.append({"scope": f"HF GPT-2 {scope}", **{label: median_ratio(times, (scope, label), "unconditioned")
+                                                     for label in ("per_batch", "per_example")}})
+    return rows
+
+
 def main():
     cfg = parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(cfg.seed)
     gpt = GPT(GPTConfig(vocab_size=cfg.vocab_size, block_size=max(cfg.seq, cfg.prompt + cfg.new_tokens),
                         n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, tie_weights=False))
-    with tqdm(total=2 * cfg.repeats, disable=not sys.stderr.isatty(), desc="bench") as progress:
+    with tqdm(total=3 * cfg.repeats, disable=not sys.stderr.isatty(), desc="bench") as progress:
         fb = forward_backward_table(cfg, gpt, progress)
         dec = decoding_table(cfg, gpt, progress)
+        try:
+            hf = hf_forward_backward_table(cfg, progress)
+        except ImportError:  # the optional extra hf is not installed
+            hf = []
 
     print(f"## Conditioned forward + backward / unconditioned (m={cfg.m}, B={cfg.batch}, T={cfg.seq}, "
           f"C={cfg.n_embd}, {cfg.n_layer} layers; unconditioned {fb[0]['seconds'] * 1e3:.1f} ms)\n")
     print("| scope | one w per batch | one w per example |\n|---|---|---|")
     for row in fb:
         print(f"| {row['scope']} | {row['per_batch']:.2f}x | {row['per_example']:.2f}x |")
+    if hf:
+        print(f"\n## The same for a transformers GPT-2 of that size through HFCausalLM "
+              f"(unconditioned {hf[0]['seconds'] * 1e3:.1f} ms)\n")
+        print("| scope | one w per batch | one w per example |\n|---|---|---|")
+        for row in hf:
+            print(f"| {row['scope']} | {row['per_batch']:.2f}x | {row['per_example']:.2f}x |")
     print(f"\n## Decoding tokens/s (B={cfg.batch}, {cfg.new_tokens} new tokens; ratio to the conditioned model)\n")
     print("| method | tokens/s | model calls | ratio |\n|---|---|---|---|")
     for row in dec:
@@ -152,7 +202,7 @@ def main():
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "clp_min_bench.json").write_text(json.dumps(
-            {"config": asdict(cfg), "forward_backward": fb, "decoding": dec}, indent=2))
+            {"config": asdict(cfg), "forward_backward": fb, "decoding": dec, "hf_forward_backward": hf}, indent=2))
 
 
 if __name__ == "__main__":
