@@ -41,6 +41,7 @@ Every conditioned policy follows one convention: ``policy(w, idx, cache=None) ->
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from fnmatch import fnmatch
 
 import torch
@@ -48,6 +49,8 @@ import torch.nn as nn
 from torch.func import functional_call, vmap
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
+from clp_min.per_example import (check_batched, equal_sizes, group_order, group_rows, mixable, mixing_layers,
+                                 mixing_outputs, permute_batch, run_grouped)
 from theory.checks import check_weights
 
 SCOPES = {
@@ -137,6 +140,8 @@ class ParamConditioned(nn.Module):
                 delattr(owner, attr)  # stored once, in thetas
         self.thetas = nn.ParameterList(thetas)
         self.takes_w_inner = getattr(module, "takes_w", False)
+        self._owners = mixable(self.base, [a for name in self.names for a in self.aliases[name]])
+        self.per_example = "auto"  # or "outputs", "groups", "vmap": see per_example_path
 
     @classmethod
     def from_base(cls, module: nn.Module, m: int, scope) -> "ParamConditioned":
@@ -187,19 +192,61 @@ class ParamConditioned(nn.Module):
         w = check_w(w, self.m).to(self.thetas[0].device)
         if self.takes_w_inner:
             args, kwargs = (w, *args), {**kwargs, "checked": True}
-        params = self.mixed_parameters(w)
         if w.dim() == 1:
-            return functional_call(self.base, params, tuple(args), kwargs)
-        return self._per_example(w, params, args, kwargs)
+            return functional_call(self.base, self.mixed_parameters(w), tuple(args), kwargs)
+        return self._per_example(w, args, kwargs)
 
-    def _per_example(self, w, params, args, kwargs):
+    def per_example_path(self, rows: list) -> str:
+        """How ``w [B, m]`` with distinct weightings at ``rows`` runs (clp_min.per_example):
+
+            "layers"   every scoped parameter on a mixable layer and the groups of one size
+                       (RLOO): each scoped layer is one batched product over the groups;
+            "outputs"  every scoped parameter on a mixable layer: mix the layers' outputs;
+            "groups"   any module, at most B/2 distinct weightings: one call per group;
+            "vmap"     any module: one weight copy per example.
+
+        ``self.per_example = "auto"`` picks in that order, by what bench/clp_min.py measured
+        on the GPT (forward + backward, B = 16); set it to a path name to force one.
+        """
+        if self.per_example != "auto":
+            return self.per_example
+        B = sum(r.numel() for r in rows)
+        if self._owners:
+            return "layers" if equal_sizes(rows) and len(rows) < B else "outputs"
+        return "groups" if 2 * len(rows) <= B else "vmap"
+
+    def _per_example(self, w, args, kwargs):
         B = w.size(0)
+        check_batched(tree_flatten((tuple(args), kwargs))[0], B)
+        distinct, rows = group_rows(w)
+        path = self.per_example_path(rows)
+        if path == "layers":
+            perm, back = group_order(rows)
+            args, kwargs = permute_batch((tuple(args), kwargs), perm)
+            with mixing_layers(self.base, self._owners, self.mixed_parameters(distinct), len(rows), B // len(rows)):
+                return permute_batch(self.base(*args, **kwargs), back)
+        if path == "outputs":
+            with mixing_outputs(self.base, self._owners, self._owner_thetas(w.dtype), w):
+                return self.base(*args, **kwargs)
+        if path == "groups":
+            return run_grouped(lambda g, a, k: functional_call(self.base, self.mixed_parameters(distinct[g]), a, k),
+                               rows, args, kwargs)
+        return self._vmap(w, args, kwargs)
+
+    def _owner_thetas(self, dtype) -> dict:
+        """``{owner path: {attr: [m, ...]}}`` over every alias of every scoped name."""
+        out = {}
+        for name, theta in zip(self.names, self.thetas):
+            for alias in self.aliases[name]:
+                path, _, attr = alias.rpartition(".")
+                out.setdefault(path, {})[attr] = theta.to(dtype)
+        return out
+
+    def _vmap(self, w, args, kwargs):
+        """One copy of the scoped weights per example, through ``torch.func.vmap``."""
+        params = self.mixed_parameters(w)  # (B, ...) per name
         leaves, spec = tree_flatten((tuple(args), kwargs))
         batched = [isinstance(x, torch.Tensor) for x in leaves]
-        for x, b in zip(leaves, batched):
-            if b and (x.dim() == 0 or x.size(0) != B):
-                raise ValueError(f"w: {B} per-example weightings but an input has shape {tuple(x.shape)} "
-                                 f"(every tensor argument must have batch size {B} on dim 0)")
 
         def one_example(params_b, *tensors_b):
             it = iter(tensors_b)
@@ -210,6 +257,46 @@ class ParamConditioned(nn.Module):
 
         tensors = [x for x, b in zip(leaves, batched) if b]
         return vmap(one_example)(params, *tensors)
+
+    @contextmanager
+    def fixed(self, w):
+        """Mix once for a whole decoding: yields ``model(idx, cache=None, **kw) -> (logits, cache)`` at ``w``.
+
+        ``w [m]``: the mixed parameters are set on ``base`` for the duration of the block
+        (one plain forward per call, nothing re-mixed, no copy of the module); ``w [B, m]``:
+        mixed once per distinct weighting, each call runs the groups (clp_min.per_example).
+        Same numbers as calling the wrapper with ``w`` at every step; not re-entrant.
+        """
+        w = check_w(w, self.m).to(self.thetas[0].device)
+        pre = (w,) if self.takes_w_inner else ()
+        extra = {"checked": True} if self.takes_w_inner else {}
+        if w.dim() == 1:
+            with _attached(self.base, self.mixed_parameters(w)):
+                yield lambda *args, **kwargs: self.base(*pre, *args, **kwargs, **extra)
+            return
+        check_batched([w], w.size(0))
+        distinct, rows = group_rows(w)
+        if len(rows) == 1:
+            with _attached(self.base, self.mixed_parameters(distinct[0])):
+                yield lambda *args, **kwargs: self.base(*pre, *args, **kwargs, **extra)
+            return
+        if self.per_example_path(rows) == "layers":
+            perm, back = group_order(rows)
+            mixed = self.mixed_parameters(distinct)  # (G, ...) per name
+
+            def model(*args, **kwargs):
+                args, kwargs = permute_batch(((*pre, *args), {**kwargs, **extra}), perm)
+                return permute_batch(self.base(*args, **kwargs), back)
+            with mixing_layers(self.base, self._owners, mixed, len(rows), w.size(0) // len(rows)):
+                yield model
+            return
+        mixed = [self.mixed_parameters(distinct[g]) for g in range(len(rows))]
+
+        def model(*args, **kwargs):
+            args, kwargs = (*pre, *args), {**kwargs, **extra}
+            check_batched(tree_flatten((args, kwargs))[0], w.size(0))
+            return run_grouped(lambda g, a, k: functional_call(self.base, mixed[g], a, k), rows, args, kwargs)
+        yield model
 
     @torch.no_grad()
     def policy_at(self, w) -> nn.Module:
@@ -226,6 +313,33 @@ class ParamConditioned(nn.Module):
                 owner, attr = _owner(module, alias)
                 owner.register_parameter(attr, p)
         return module
+
+
+@contextmanager
+def _attached(module: nn.Module, params: dict):
+    """Set ``{alias: tensor}`` as plain attributes of ``module`` (where the scoped parameters were) for a block."""
+    owners = [(*_owner(module, name), t) for name, t in params.items()]
+    try:
+        for owner, attr, t in owners:
+            owner.__dict__[attr] = t  # a plain attribute where the parameter was
+        yield
+    finally:
+        for owner, attr, _ in owners:
+            owner.__dict__.pop(attr, None)
+
+
+@contextmanager
+def at_weighting(policy, w):
+    """Yields ``model(idx, cache=None, **kw) -> (logits, cache)``: ``policy`` at a fixed ``w`` for many calls.
+
+    A ``ParamConditioned`` policy mixes once (``ParamConditioned.fixed``); any other
+    conditioned policy is called with ``w`` each time.
+    """
+    if isinstance(policy, ParamConditioned):
+        with policy.fixed(w) as model:
+            yield model
+    else:
+        yield lambda *args, **kwargs: policy(w, *args, **kwargs)
 
 
 class Unconditioned(nn.Module):
