@@ -49,7 +49,7 @@ import torch.nn as nn
 from torch.func import functional_call, vmap
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
-from clp_min.per_example import (check_batched, equal_sizes, group_order, group_rows, mixable, mixing_layers,
+from clp_min.per_example import (check_batched, equal_runs, equal_sizes, group_order, group_rows, mixable, mixing_layers,
                                  mixing_outputs, permute_batch, run_grouped)
 from theory.checks import check_weights
 
@@ -218,6 +218,11 @@ class ParamConditioned(nn.Module):
     def _per_example(self, w, args, kwargs):
         B = w.size(0)
         check_batched(tree_flatten((tuple(args), kwargs))[0], B)
+        runs = equal_runs(w) if self._owners and self.per_example in ("auto", "layers") else None
+        if runs is not None and runs.size(0) < B:  # RLOO's layout: no grouping, no permutation
+            with mixing_layers(self.base, self._owners, self.mixed_parameters(runs), runs.size(0),
+                               B // runs.size(0)):
+                return self.base(*args, **kwargs)
         distinct, rows = group_rows(w)
         path = self.per_example_path(rows)
         if path == "layers":

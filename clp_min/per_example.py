@@ -156,6 +156,22 @@ def _layer_norm(layer, w, theta: dict, module: nn.LayerNorm):
 _FORWARDS = {nn.Linear: _linear, nn.Embedding: _embedding, nn.LayerNorm: _layer_norm}
 
 
+def equal_runs(w: torch.Tensor):
+    """``[G, m]`` if ``w [B, m]`` is G contiguous runs of n equal rows (``repeat_interleave``, RLOO), else None.
+
+    Cheaper than ``group_rows``; two runs may hold the same weighting.
+    """
+    B = w.size(0)
+    change = (w[1:] != w[:-1]).any(1)  # (B-1,): row b+1 starts a run
+    G = int(change.sum()) + 1
+    if B % G:
+        return None
+    n = B // G
+    if G > 1 and not bool(change[n - 1::n].all()):  # the G-1 changes must be the runs' starts
+        return None
+    return w[::n]
+
+
 def equal_sizes(rows: list) -> bool:
     """True if every group has the same number of rows (RLOO: n samples per weighting)."""
     return all(r.numel() == rows[0].numel() for r in rows)
