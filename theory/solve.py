@@ -10,6 +10,7 @@ import numpy as np
 from theory import gibbs, tree as tr
 from theory.instances import Bandit, Tree
 from theory.mixing import logit_mix
+from theory.tree_stats import optimum_and_mixture_stats
 
 
 def _point(stats: dict) -> dict:
@@ -31,20 +32,16 @@ def solve_tree(tree: Tree, w: np.ndarray, beta: float) -> dict:
     """P5 to P7 on a tree: optimum, per-token zero-shot mixture, gap and its ingredients ``[K]``.
 
     ``log_partition`` is V_w(root)/beta; ``kl_mix_to_opt`` is KL_seq(pi^mix_w || pi*_w),
-    so ``gap = beta * kl_mix_to_opt`` (P7) up to rounding.
+    so ``gap = beta * kl_mix_to_opt`` (P7) up to rounding. Computed in one upward pass
+    over the leaves (theory.tree_stats); tested against enumeration and the token-policy route.
     """
-    V_w = tr.soft_values_w(tree, w, beta)
-    log_star = tr.policy_from_values(tree, V_w, beta)
-    V_i = tr.per_reward_soft_values(tree, beta)  # (m, V^t) by depth, reused for G_w(root)
-    log_mix = tr.zero_shot_token_policy(tree, w, beta, experts=tr.policy_from_values(tree, V_i, beta))
-    opt = tr.sequence_stats(tree, log_star, w, beta)
-    mix = tr.sequence_stats(tree, log_mix, w, beta)
-    return {"optimal": _point(opt), "logit_mix": _point(mix),
-            "gap": opt["objective"] - mix["objective"],
-            "kl_mix_to_opt": np.sum(tr.stepwise_kl(tree, log_mix, log_star), axis=0),
-            "holder_gap_root": (w @ V_i[0] - V_w[0])[:, 0],
+    s = optimum_and_mixture_stats(tree, w, beta)
+    return {"optimal": s["optimal"], "logit_mix": s["logit_mix"],
+            "gap": s["optimal"]["objective"] - s["logit_mix"]["objective"],
+            "kl_mix_to_opt": s["kl_mix_to_opt"],
+            "holder_gap_root": s["holder_gap_root"],
             "misalignment_root": float(tr.misalignment(tree)[0][0]),
-            "log_partition": V_w[0][:, 0] / beta}
+            "log_partition": s["log_partition"]}
 
 
 def solve(instance: Bandit | Tree, w: np.ndarray, beta: float) -> dict:
