@@ -206,11 +206,17 @@ class ParamConditioned(nn.Module):
             "vmap"     any module: one weight copy per example.
 
         ``self.per_example = "auto"`` picks in that order, by what bench/clp_min.py measured
-        on the GPT (forward + backward, B = 16); set it to a path name to force one.
+        on the GPT (forward + backward, B = 16); set it to a path name to force one
+        (``"layers"`` on groups of different sizes runs ``"outputs"``).
         """
+        B = sum(r.numel() for r in rows)
+        if self.per_example in ("layers", "outputs") and not self._owners:
+            raise ValueError(f"per_example: {self.per_example!r} needs every scoped parameter on an "
+                             f"nn.Linear, nn.Embedding or nn.LayerNorm; use 'groups' or 'vmap'")
+        if self.per_example == "layers" and not equal_sizes(rows):
+            return "outputs"  # groups of different sizes: one batched product cannot hold them
         if self.per_example != "auto":
             return self.per_example
-        B = sum(r.numel() for r in rows)
         if self._owners:
             return "layers" if equal_sizes(rows) and len(rows) < B else "outputs"
         return "groups" if 2 * len(rows) <= B else "vmap"

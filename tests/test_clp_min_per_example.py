@@ -11,6 +11,7 @@ import torch.nn as nn
 from clp_min.conditioning import ParamConditioned, resolve_scope
 from clp_min.decoding import sample
 from clp_min.input_cond import InputConditioned
+from clp_min.per_example import equal_runs
 from clp_min.model import GPT, GPTConfig
 
 V, BLOCK, C = 7, 12, 8
@@ -40,12 +41,15 @@ def _idx(B, T, seed=0):
 
 
 def _weightings(kind, m=3):
-    """``[B, m]``: 3 groups of 2 contiguous (RLOO), the same shuffled, or all distinct."""
+    """``[B, m]``: 3 groups of 2 contiguous (RLOO), the same shuffled, all distinct, or
+    ``a b b b b a`` (two changes, so three runs of 2 if one counted only the changes)."""
     g = torch.Generator().manual_seed(7)
     distinct = torch.distributions.Dirichlet(torch.ones(m, dtype=torch.float64)).sample((6,))
     distinct = distinct / distinct.sum(1, keepdim=True)
     if kind == "distinct":
         return distinct
+    if kind == "abbbba":
+        return distinct[[0, 1, 1, 1, 1, 0]]
     W = distinct[:3].repeat_interleave(2, dim=0)  # (6, m)
     return W[torch.randperm(6, generator=g)] if kind == "shuffled" else W
 
@@ -53,7 +57,7 @@ def _weightings(kind, m=3):
 def _cases():
     for scope in SCOPES:
         for path in PATHS:
-            for kind in ("rloo", "shuffled", "distinct"):
+            for kind in ("rloo", "shuffled", "distinct", "abbbba"):
                 yield scope, path, kind
 
 
@@ -107,6 +111,21 @@ def test_paths_with_input_conditioning(path):
     logits, _ = pc(W, idx)
     for b in range(6):
         torch.testing.assert_close(logits[b], pc.policy_at(W[b])(W[b], idx[b:b + 1])[0][0], rtol=0, atol=ATOL)
+
+
+def test_equal_runs():
+    W = _weightings("distinct")
+    torch.testing.assert_close(equal_runs(W[[0, 0, 1, 1, 0, 0]]), W[[0, 1, 0]], rtol=0, atol=0)
+    assert equal_runs(W[[0, 1, 1, 1, 1, 0]]) is None
+    assert equal_runs(W[[0, 0, 0, 1]]) is None
+    torch.testing.assert_close(equal_runs(W[[2] * 4]), W[[2]], rtol=0, atol=0)
+
+
+def test_forced_paths_need_mixable_layers():
+    pc = ParamConditioned.from_experts([Unmixable(), Unmixable()], "full")
+    pc.per_example = "layers"
+    with pytest.raises(ValueError, match="^per_example: 'layers' needs"):
+        pc(_weightings("rloo", m=2), torch.randn(6, 4, dtype=torch.float64))
 
 
 def test_auto_path_choice():
