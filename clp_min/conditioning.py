@@ -25,11 +25,18 @@ which changes the input embedding as well; the wrapper never unties silently.
 For pure unembedding conditioning (where parameter mixing equals logit mixing
 exactly, P3) build the GPT with ``tie_weights=False``.
 
-Per-example weightings ``[B, m]`` run the module once per example with its own
-mixed parameters, through ``torch.func.vmap`` over ``functional_call``: every
-tensor in the arguments must be batched on dim 0 (``idx``, the KV cache, a prefix)
-and the module sees batch size 1 per example, exactly as if each example were
-run alone. Shared parameters are not copied per example.
+Per-example weightings ``[B, m]`` run without a copy of the scoped weights per example
+(clp_min.per_example): grouped by weighting, one batched product per scoped layer
+(``"layers"``, RLOO's layout), or mixing the scoped layers' outputs (``"outputs"``),
+for modules whose scoped parameters sit on ``nn.Linear`` / ``nn.Embedding`` /
+``nn.LayerNorm``; any other module runs once per distinct weighting (``"groups"``) or
+through ``torch.func.vmap`` over ``functional_call`` with one weight copy per example
+(``"vmap"``). Every tensor in the arguments must be batched on dim 0 (``idx``, the KV
+cache, a prefix); each example gets exactly what it would get run alone.
+``ParamConditioned.per_example_path`` says which path runs and why.
+
+Decoding at fixed weightings mixes once: ``with pc.fixed(w) as model:`` yields a plain
+``model(idx, cache)`` (``decoding.sample`` uses it through ``at_weighting``).
 
 Combining with input conditioning: wrap an ``InputConditioned`` module
 (``ParamConditioned.from_base(InputConditioned(gpt, m, "prefix"), m, "attn")``);
