@@ -295,14 +295,18 @@ class ParamConditioned(nn.Module):
         check_batched([w], w.size(0))
         distinct, rows = group_rows(w)
         if len(rows) == 1:
+            def one(*args, **kwargs):
+                check_batched(tree_flatten((args, kwargs))[0], w.size(0))
+                return self.base(*pre, *args, **kwargs, **extra)
             with _attached(self.base, self.mixed_parameters(distinct[0])):
-                yield lambda *args, **kwargs: self.base(*pre, *args, **kwargs, **extra)
+                yield one
             return
         if self.per_example_path(rows) == "layers":
             perm, back = group_order(rows)
             mixed = self.mixed_parameters(distinct)  # (G, ...) per name
 
             def model(*args, **kwargs):
+                check_batched(tree_flatten((args, kwargs))[0], w.size(0))
                 args, kwargs = permute_batch(((*pre, *args), {**kwargs, **extra}), perm)
                 return permute_batch(self.base(*args, **kwargs), back)
             with mixing_layers(self.base, self._owners, mixed, len(rows), w.size(0) // len(rows)):

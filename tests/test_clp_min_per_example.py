@@ -203,6 +203,15 @@ def test_sample_mixes_once_with_the_same_results(kind, scope):
         "fixed() left a patched forward or a mixed tensor on the module"
 
 
+@pytest.mark.parametrize("kind", ["one distinct", "rloo", "abbbba"])
+def test_fixed_refuses_a_batch_of_another_size(kind):
+    pc = ParamConditioned.from_experts(_experts(3, "attn", seed=12), "attn")
+    W = _weightings("rloo") if kind != "abbbba" else _weightings(kind)
+    W = W[[0] * 6] if kind == "one distinct" else W
+    with pytest.raises(ValueError, match="^w: 6 per-example weightings but an input"):
+        sample(pc, W, _idx(4, 2), 3)
+
+
 def test_fixed_mixes_once():
     pc = ParamConditioned.from_experts(_experts(2, "full", seed=11), "full")
     calls = []
