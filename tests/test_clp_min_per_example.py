@@ -222,3 +222,14 @@ def test_fixed_mixes_once():
     calls.clear()
     sample(pc, _weightings("rloo", m=2)[:4], _idx(4, 2), 6)
     assert calls == [(2, 2)]  # the two distinct weightings, mixed once together
+
+
+def test_fused_mixing_equals_mix_parameters_with_gradients():
+    from clp_min.conditioning import MixParameters, mix_parameters
+    g = torch.Generator().manual_seed(13)
+    thetas = [torch.randn(3, 4, 2, generator=g, dtype=torch.float64, requires_grad=True),
+              torch.randn(3, 5, generator=g, dtype=torch.float64, requires_grad=True)]
+    w = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64, requires_grad=True)
+    for got, theta in zip(MixParameters.apply(w, *thetas), thetas):
+        torch.testing.assert_close(got, mix_parameters(theta, w), rtol=0, atol=1e-14)
+    assert torch.autograd.gradcheck(lambda w, *t: MixParameters.apply(w, *t), (w, *thetas))
