@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from clp_min.conditioning import at_weighting, check_w
+from clp_min.model import check_same_vocab
 from theory.checks import check_lam
 from theory.mixing import kl_weight_mix, logit_mix
 
@@ -64,6 +65,17 @@ def _check_decode_args(prompt, max_new_tokens, temperature, top_k):
         raise ValueError(f"top_k: must be None or a positive integer, got {top_k!r}")
 
 
+def draw_tokens(probs: torch.Tensor, generator) -> torch.Tensor:
+    """One token per row ``[B, 1]``. ``generator``: None, one torch.Generator, or a list of G
+    generators, one per consecutive group of B / G rows (per-prompt streams, clp_min.distributed).
+    Draws happen on the generators' device (a CPU generator serves a CUDA model)."""
+    gens = generator if isinstance(generator, (list, tuple)) else [generator]
+    groups = probs.split(probs.size(0) // len(gens))  # G x (B / G, V)
+    a = [torch.multinomial(p if g is None or g.device == p.device else p.to(g.device), 1, generator=g)
+         for p, g in zip(groups, gens)]
+    return torch.cat(a).to(probs.device)
+
+
 def _decode(step, prompt, max_new_tokens, temperature, top_k, generator, eos, calls_per_step):
     """Shared loop. ``step(idx) -> [B, V]`` log-probs of the next token (cache kept by ``step``)."""
     _check_decode_args(prompt, max_new_tokens, temperature, top_k)
@@ -77,7 +89,7 @@ def _decode(step, prompt, max_new_tokens, temperature, top_k, generator, eos, ca
             kth = torch.topk(logp, top_k, dim=-1).values[:, -1:]  # (B, 1)
             logp = logp.masked_fill(logp < kth, float("-inf"))
         logp = F.log_softmax(logp, dim=-1)
-        a = torch.multinomial(logp.exp(), 1, generator=generator)  # (B, 1)
+        a = draw_tokens(logp.exp(), generator)  # (B, 1)
         lp = logp.gather(1, a).squeeze(1)  # (B,)
         if eos is not None:
             a = a.masked_fill(done[:, None], eos)
@@ -140,6 +152,7 @@ def logit_mix_sample(models, w, prompt, max_new_tokens: int, temperature: float 
     models = list(models)
     if not models:
         raise ValueError("models: no models given")
+    check_same_vocab(models)
     w_rows = check_w(w, len(models)).detach().cpu().double().numpy().reshape(-1, len(models))  # (1 or B, m)
     if w_rows.shape[0] not in (1, prompt.size(0)):
         raise ValueError(f"w: {w_rows.shape[0]} weightings for a batch of {prompt.size(0)} prompts")
@@ -156,6 +169,7 @@ def realign_sample(ref, tuned, lam, prompt, max_new_tokens: int, temperature: fl
     ``beta / lam`` on a one-token response (tested against theory.gibbs). Any ``lam > 0``
     is accepted (``lam > 1`` extrapolates, as in the realignment literature).
     """
+    check_same_vocab([ref, tuned], "tuned")
     lam_arr = check_lam(lam, "lam")
     if lam_arr.size != 1:
         raise ValueError(f"lam: expected one number, got {lam_arr.size}")

@@ -106,7 +106,7 @@ def test_foreign_and_malformed_files_are_refused(tmp_path):
 
     foreign = tmp_path / "foreign.safetensors"
     save_file({"x": torch.zeros(2)}, str(foreign))
-    with pytest.raises(ValueError, match="^checkpoint: .*not a clp_min.checkpoint/1 file"):
+    with pytest.raises(ValueError, match="^checkpoint: .*not a clp_min.checkpoint/2 file"):
         load_checkpoint(foreign)
     with pytest.raises(ValueError, match="^checkpoint: cannot read"):
         load_checkpoint(tmp_path / "missing.safetensors")
@@ -129,7 +129,8 @@ def test_spec_naming_an_unknown_class_is_refused(tmp_path):
     from clp_min.checkpoint import FORMAT, payload_sha256
     tensors = {"x": torch.zeros(2)}
     meta = {"format": FORMAT, "spec": json.dumps({"class": "os.system", "config": {}}), "config": "{}",
-            "sha256": payload_sha256(tensors)}
+            }
+    meta["sha256"] = payload_sha256(tensors, meta)
     path = tmp_path / "evil.safetensors"
     save_file(tensors, str(path), metadata=meta)
     with pytest.raises(ValueError, match="^checkpoint: unknown module class 'os.system'"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_softmax
 
+from theory.divergence import kl_nonneg
 from theory.instances import Tree
 from theory.mixing import logit_mix
 
@@ -174,7 +175,7 @@ def sequence_stats(tree: Tree, log_pi: list, w: np.ndarray, beta: float) -> dict
     log_ref = leaf_log_probs(tree, reference_token_policy(tree))  # (1, V^T)
     p = np.exp(log_p)
     R = p @ tree.rewards  # (K, m)
-    kl = _xlogy_ratio(p, log_p, log_ref).sum(axis=1)
+    kl = kl_nonneg(log_p, log_ref)  # a sum of terms >= 0: beta * kl carries no sign noise
     return {"rewards": R, "kl": kl, "objective": np.einsum("km,km->k", w, R) - beta * kl}
 
 
