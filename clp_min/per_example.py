@@ -1,19 +1,23 @@
 """Per-example weightings ``w [B, m]`` without a copy of the scoped weights per example.
 
-Two exact ways to run ``theta_c(w_b) = sum_i w_bi theta_i`` for every example b at once:
+Three exact ways to run ``theta_c(w_b) = sum_i w_bi theta_i`` for every example b at once:
 
-    groups   group the batch by distinct weighting and run each group once at its
-             mixed parameters (RLOO's n samples share one w; an evaluation grid shares
-             w across prompts). Works for any module whose tensor arguments and outputs
-             are batched on dim 0; costs one module call per distinct weighting.
+    layers   the batch is G groups of n rows with one weighting each (RLOO's n samples
+             per weighting; ``equal_runs`` / ``group_rows``): every scoped layer runs
+             its G mixed copies as one batched product ``[G, n*.., in] @ [G, in, out]``.
+             Cost: the plain model plus G copies of the scoped weights (G = B/n).
     outputs  mix the outputs of the scoped layers instead of their weights,
-             ``y_b = sum_i w_bi f(x_b; theta_i)``, exact because every supported layer
-             (``nn.Linear``, ``nn.Embedding``, ``nn.LayerNorm``) is affine in its
-             parameters and ``sum_i w_bi = 1``. One module call; a scoped matrix
-             costs m matrix products (one product with the m copies stacked).
+             ``y_b = sum_i w_bi f(x_b; theta_i)``, any weightings. One module call; a
+             scoped matrix costs m matrix products (one, with the m copies stacked).
+    groups   any module whose tensor arguments and outputs are batched on dim 0: one
+             call per distinct weighting at its mixed parameters (``run_grouped``).
 
-``torch.func.vmap`` with one weight copy per example (``ParamConditioned._vmap``) stays
-as the third way. bench/clp_min.py measures all three; ``choose_path`` encodes the result.
+``layers`` and ``outputs`` are exact because every supported layer (``nn.Linear``,
+``nn.Embedding``, ``nn.LayerNorm``: ``MIXABLE``) is affine in its parameters and
+``sum_i w_bi = 1``; they replace the scoped layers' ``forward`` on the instances for
+the duration of one call. ``torch.func.vmap`` with one weight copy per example
+(``ParamConditioned._vmap``) stays as the fourth way; ``ParamConditioned.per_example_path``
+chooses by what bench/clp_min.py measures.
 """
 from __future__ import annotations
 
