@@ -56,8 +56,8 @@ import torch.nn as nn
 from torch.func import functional_call, vmap
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
-from clp_min.per_example import (check_batched, equal_runs, equal_sizes, group_order, group_rows, mixable, mixing_layers,
-                                 mixing_outputs, permute_batch, run_grouped)
+from clp_min.per_example import (check_batched, equal_runs, equal_sizes, group_order, group_rows, mixable,
+                                 mixing_layers, mixing_outputs, permute_batch, run_grouped)
 from theory.checks import check_weights
 
 SCOPES = {
@@ -175,7 +175,7 @@ class ParamConditioned(nn.Module):
         self.thetas = nn.ParameterList(thetas)
         self.takes_w_inner = getattr(module, "takes_w", False)
         self._owners = mixable(self.base, [a for name in self.names for a in self.aliases[name]])
-        self.per_example = "auto"  # or "outputs", "groups", "vmap": see per_example_path
+        self.per_example = "auto"  # or "layers", "outputs", "groups", "vmap": see per_example_path
 
     @classmethod
     def from_base(cls, module: nn.Module, m: int, scope) -> "ParamConditioned":
@@ -244,6 +244,9 @@ class ParamConditioned(nn.Module):
         (``"layers"`` on groups of different sizes runs ``"outputs"``).
         """
         B = sum(r.numel() for r in rows)
+        if self.per_example not in ("auto", "layers", "outputs", "groups", "vmap"):
+            raise ValueError(f"per_example: must be 'auto', 'layers', 'outputs', 'groups' or 'vmap', "
+                             f"got {self.per_example!r}")
         if self.per_example in ("layers", "outputs") and not self._owners:
             raise ValueError(f"per_example: {self.per_example!r} needs every scoped parameter on an "
                              f"nn.Linear, nn.Embedding or nn.LayerNorm; use 'groups' or 'vmap'")

@@ -126,6 +126,9 @@ def test_forced_paths_need_mixable_layers():
     pc.per_example = "layers"
     with pytest.raises(ValueError, match="^per_example: 'layers' needs"):
         pc(_weightings("rloo", m=2), torch.randn(6, 4, dtype=torch.float64))
+    pc.per_example = "group"
+    with pytest.raises(ValueError, match="^per_example: must be"):
+        pc(_weightings("rloo", m=2), torch.randn(6, 4, dtype=torch.float64))
 
 
 def test_auto_path_choice():
