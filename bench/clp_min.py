@@ -8,7 +8,10 @@
 (b) decoding tokens/s of a conditioned model (``sample`` mixes once per call) against the
     unconditioned GPT (the one-pass limit), decoding-time realignment (2 passes per token),
     two-model logit mixing (2 passes) and the conditioned model mixing at every call (the
-    old ``sample``).
+    old ``sample``);
+(c) the ratios of (a) for a transformers GPT-2 of the same size through clp_min.hf.HFCausalLM
+    (needs the optional extra ``hf``; skipped without it; its per-example weightings are
+    all distinct, and GPT-2's Conv1D layers take the vmap path).
 
     python bench/clp_min.py [--out DIR]
 
@@ -193,6 +196,44 @@ def decoding_table(cfg: BenchConfig, gpt: GPT, progress) -> list[dict]:
              "model_calls": calls[name], "ratio": 1.0 / median_ratio(times, name, first)} for name in runs]
 
 
+def hf_forward_backward_table(cfg: BenchConfig, progress) -> list[dict]:
+    """(c) The same forward + backward ratios for a transformers GPT-2 of the same size through HFCausalLM."""
+    import transformers
+
+    from clp_min.hf import HFCausalLM
+
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(cfg.seed)
+    hf_cfg = transformers.GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.seq, n_embd=cfg.n_embd,
+                                     n_layer=cfg.n_layer, n_head=cfg.n_head, resid_pdrop=0.0, embd_pdrop=0.0,
+                                     attn_pdrop=0.0, tie_word_embeddings=False, bos_token_id=0, eos_token_id=0)
+    lm = HFCausalLM(transformers.GPT2LMHeadModel(hf_cfg).eval())
+    g = torch.Generator().manual_seed(cfg.seed)
+    idx = torch.randint(0, cfg.vocab_size, (cfg.batch, cfg.seq), generator=g)
+    w_batch = torch.full((cfg.m,), 1.0 / cfg.m)
+    w_each = torch.distributions.Dirichlet(torch.ones(cfg.m)).sample((cfg.batch,))
+    w_each = w_each / w_each.sum(1, keepdim=True)
+
+    def step(run):
+        def fn():
+            logits, _ = run()
+            logits.float().logsumexp(-1).mean().backward()
+        return fn
+
+    cases = {"unconditioned": step(lambda: lm(idx))}
+    for scope in ("logit", "attn", "full"):
+        pc = ParamConditioned.from_base(lm, cfg.m, scope)
+        cases[(scope, "per_batch")] = step(lambda pc=pc: pc(w_batch, idx))
+        cases[(scope, "per_example")] = step(lambda pc=pc: pc(w_each, idx))
+    times = round_robin(cases, cfg.repeats, progress)
+    rows = [{"scope": "HF GPT-2 unconditioned", "per_batch": 1.0, "per_example": 1.0,
+             "seconds": statistics.median(times["unconditioned"])}]
+    for scope in ("logit", "attn", "full"):
+        rows.append({"scope": f"HF GPT-2 {scope}", **{label: median_ratio(times, (scope, label), "unconditioned")
+                                                     for label in ("per_batch", "per_example")}})
+    return rows
+
+
 def issue_rows(fb: list[dict], dec: list[dict]) -> list[Row]:
     """The issue table's clp_min lines, from this run's measurements."""
     rows = []
@@ -241,16 +282,26 @@ def main():
     torch.manual_seed(cfg.seed)
     gpt = GPT(GPTConfig(vocab_size=cfg.vocab_size, block_size=max(cfg.seq, cfg.prompt + cfg.new_tokens),
                         n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, tie_weights=False))
-    with tqdm(total=2 * cfg.repeats, disable=not sys.stderr.isatty(), desc="bench") as progress:
+    with tqdm(total=3 * cfg.repeats, disable=not sys.stderr.isatty(), desc="bench") as progress:
         fb = forward_backward_table(cfg, gpt, progress)
         dec = decoding_table(cfg, gpt, progress)
+        try:
+            hf = hf_forward_backward_table(cfg, progress)
+        except ImportError:  # the optional extra hf is not installed
+            hf = []
     rows = issue_rows(fb, dec)
     print_tables(cfg, fb, dec, rows)
+    if hf:
+        print(f"\n## The same for a transformers GPT-2 of that size through HFCausalLM "
+              f"(unconditioned {hf[0]['seconds'] * 1e3:.1f} ms)\n")
+        print("| scope | one w per batch | one w per example |\n|---|---|---|")
+        for row in hf:
+            print(f"| {row['scope']} | {row['per_batch']:.2f}x | {row['per_example']:.2f}x |")
     if cfg.out:
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "clp_min_bench.json").write_text(json.dumps(
-            {"config": asdict(cfg), "forward_backward": fb, "decoding": dec,
+            {"config": asdict(cfg), "forward_backward": fb, "decoding": dec, "hf_forward_backward": hf,
              "issue_table": [{**asdict(r), "met": r.met} for r in rows]}, indent=2))
 
 

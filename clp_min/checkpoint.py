@@ -15,10 +15,15 @@ header's ``__metadata__``::
     sha256  digest of format, spec and config and of the tensor payload (names,
             dtypes, shapes, bytes, sorted by name): editing any of them is detected
 
-Only the four classes GPT, InputConditioned, ParamConditioned and Unconditioned can
-be rebuilt, from their constructor arguments; nothing is unpickled or evaluated.
+Only the classes GPT, InputConditioned, ParamConditioned (its options and scoped
+parameter names recorded), Unconditioned and HFCausalLM can be rebuilt, from their
+constructor arguments; nothing is unpickled or evaluated. A transformers model is
+rebuilt from its recorded class and ``config.to_dict()`` by
+``AutoModelForCausalLM.from_config`` only for a class transformers maps to that config
+(no ``trust_remote_code``), with its peft adapters re-attached (``clp_min.hf``).
 Before anything is allocated the spec is checked: at most ``MAX_SPEC_DEPTH`` levels
-of nesting, ``m <= MAX_M`` and GPTConfig's size limits (clp_min.model).
+of nesting, ``m <= MAX_M`` and GPTConfig's size limits (clp_min.model; the sizes in a
+transformers config are not limited before ``from_config`` allocates).
 The header is written canonically (keys sorted, compact JSON), so identical
 modules and configs give byte-identical files. Writes are atomic: a temporary
 file in the same directory (given the usual umask permissions), fsync, then
@@ -42,12 +47,14 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from clp_min.conditioning import ParamConditioned, Unconditioned
+from clp_min.hf import HFCausalLM, build_hf, hf_spec
 from clp_min.input_cond import InputConditioned
 from clp_min.model import GPT, GPTConfig
 
 FORMAT = "clp_min.checkpoint/2"
 MAX_SPEC_DEPTH = 8  # nesting of module specs (the deepest real one has 4 levels)
 MAX_M = 64  # policy copies / entries of w in a spec
+PARAM_OPTIONS = ("untie", "mix_tied", "frozen", "lora_mix")  # ParamConditioned's constructor options
 
 
 class Checkpoint(NamedTuple):
@@ -62,11 +69,14 @@ def module_spec(module: nn.Module) -> dict:
     if isinstance(module, InputConditioned):
         return {"class": "InputConditioned", "m": module.m, "mode": module.mode, "model": module_spec(module.model)}
     if isinstance(module, ParamConditioned):
-        return {"class": "ParamConditioned", "m": module.m, "scope": module.scope, "module": module_spec(module.base)}
+        return {"class": "ParamConditioned", "m": module.m, "scope": module.scope, "names": module.names,
+                **{k: getattr(module, k) for k in PARAM_OPTIONS}, "module": module_spec(module.base)}
+    if isinstance(module, HFCausalLM):
+        return hf_spec(module)
     if isinstance(module, Unconditioned):
         return {"class": "Unconditioned", "model": module_spec(module.model)}
     raise ValueError(f"model: cannot checkpoint a {type(module).__name__}; "
-                     f"expected GPT, InputConditioned, ParamConditioned or Unconditioned")
+                     f"expected GPT, InputConditioned, ParamConditioned, Unconditioned or HFCausalLM")
 
 
 def check_spec(spec, depth: int = 0) -> None:
@@ -100,7 +110,14 @@ def _build(spec: dict) -> nn.Module:
         return InputConditioned(_build(spec["model"]), spec["m"], spec["mode"])
     if kind == "ParamConditioned":
         scope = spec["scope"] if isinstance(spec["scope"], str) else list(spec["scope"])
-        return ParamConditioned.from_base(_build(spec["module"]), spec["m"], scope)
+        wrapper = ParamConditioned.from_base(_build(spec["module"]), spec["m"], scope,
+                                             **{k: spec[k] for k in PARAM_OPTIONS})
+        if wrapper.names != spec["names"]:  # thetas are stored by position; the names say what each one is
+            raise ValueError(f"checkpoint: scope {scope!r} selects {wrapper.names} in the rebuilt module, "
+                             f"the checkpoint recorded {spec['names']}")
+        return wrapper
+    if kind == "HFCausalLM":
+        return build_hf(spec)
     if kind == "Unconditioned":
         return Unconditioned(_build(spec["model"]))
     raise ValueError(f"checkpoint: unknown module class {kind!r} in spec")

@@ -16,14 +16,30 @@ finetuned experts and never trained further, the wrapper *is* Rewarded Soups
 
 Scopes (fnmatch patterns matched against every parameter name, aliases included):
 ``"full"`` every parameter; ``"attn"`` the attention projections (``*.attn.c_attn.*``,
-``*.attn.c_proj.*``); ``"logit"`` the unembedding (``lm_head.*``, also inside a wrapper); or a list of patterns.
-A scope that matches no parameter is refused.
+``*.attn.c_proj.*`` of this project's GPT and of transformers GPT-2;
+``*.self_attn.{q,k,v,o}_proj.*`` of Llama-style models); ``"logit"`` the unembedding
+(``lm_head.*``, also inside a wrapper); ``"lora"`` the peft LoRA factors only; or a list
+of patterns. A scope that matches no parameter is refused with the names it saw;
+``describe_scope(module, scope)`` lists what a scope selects.
 
-Tied weights. A GPT with ``tie_weights=True`` has one matrix for the token
-embedding and the unembedding, so scope ``"logit"`` mixes that shared matrix,
-which changes the input embedding as well; the wrapper never unties silently.
-For pure unembedding conditioning (where parameter mixing equals logit mixing
-exactly, P3) build the GPT with ``tie_weights=False``.
+Frozen parameters (``requires_grad=False``, e.g. the base weights of a peft model) stay
+frozen: selected, their copies are frozen too (``frozen="mix"``, default);
+``frozen="skip"`` leaves them out of every scope (on a peft model ``"attn"`` then selects
+only the LoRA factors inside attention); ``frozen="train"`` makes their copies trainable.
+
+Tied weights. A parameter shared by two names (a GPT's token embedding and unembedding,
+transformers' ``tie_word_embeddings``) that a scope selects under one name only (scope
+``"logit"``) is refused unless the caller chooses: ``untie=True`` gives the unmatched
+name its own unmixed copy and mixes only the unembedding (then parameter mixing equals
+logit mixing exactly, P3), ``mix_tied=True`` mixes the shared matrix, which changes the
+input embedding as well. The wrapper never unties silently.
+
+LoRA (peft). With ``lora_mix="delta"`` (default) each selected pair ``lora_A``/``lora_B``
+is mixed as a weight change, ``Delta W(w) = sum_i w_i B_i A_i`` (mix_lora_delta): the
+soup of the merged experts, and for LoRA on ``lm_head`` logit mixing. ``lora_mix="factors"``
+mixes each factor, ``(sum_i w_i B_i)(sum_i w_i A_i)`` (what Rewarded Soups' code does
+when averaging LoRA weights), which is not linear in ``w``. Under ``"delta"``, ``policy_at``
+exports LoRA factors of rank ``m r``.
 
 Per-example weightings ``[B, m]`` run without a copy of the scoped weights per example
 (clp_min.per_example): grouped by weighting, one batched product per scoped layer
@@ -37,6 +53,8 @@ cache, a prefix); each example gets exactly what it would get run alone.
 
 Decoding at fixed weightings mixes once: ``with pc.fixed(w) as model:`` yields a plain
 ``model(idx, cache)`` (``decoding.sample`` uses it through ``at_weighting``).
+In train mode each group (``groups``) or example (``vmap``, ``randomness="different"``)
+draws its own dropout mask; ``layers`` and ``outputs`` run one call, one mask.
 
 Combining with input conditioning: wrap an ``InputConditioned`` module
 (``ParamConditioned.from_base(InputConditioned(gpt, m, "prefix"), m, "attn")``);
@@ -49,6 +67,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
+import re
 from fnmatch import fnmatch
 
 import torch
@@ -62,9 +81,15 @@ from theory.checks import check_weights
 
 SCOPES = {
     "full": ["*"],
-    "attn": ["*.attn.c_attn.*", "*.attn.c_proj.*"],
+    "attn": ["*.attn.c_attn.*", "*.attn.c_proj.*",  # clp_min GPT, transformers GPT-2
+             "*.self_attn.q_proj.*", "*.self_attn.k_proj.*",  # Llama, Mistral, Qwen, ...
+             "*.self_attn.v_proj.*", "*.self_attn.o_proj.*"],
     "logit": ["lm_head.*", "*.lm_head.*"],
+    "lora": ["*.lora_A.*", "*.lora_B.*", "*.lora_embedding_A.*", "*.lora_embedding_B.*"],  # peft LoRA factors
 }
+FROZEN = ("skip", "mix", "train")
+LORA_MIX = ("delta", "factors")
+_LORA = re.compile(r"^(.*\.lora_(?:embedding_)?)([AB])(\..+)$")  # prefix, factor, adapter (and .weight)
 
 
 def mix_parameters(theta: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -103,6 +128,27 @@ class MixParameters(torch.autograd.Function):
         return (d_w, *d_thetas)
 
 
+def mix_lora_delta(A: torch.Tensor, B: torch.Tensor, w: torch.Tensor) -> tuple:
+    """LoRA factors of rank m r whose product is the mixed weight change: B(w) A(w) = sum_i w_i B_i A_i.
+
+    A(w) stacks the scaled ``w_i A_i`` along the rank axis and B(w) the ``B_i``, so the
+    module computes ``sum_i w_i Delta W_i`` (Delta W_i = B_i A_i times peft's scaling): the
+    soup of the merged experts, linear in ``w``. Factor-wise mixing
+    ``(sum_i w_i B_i)(sum_i w_i A_i)`` is not (its cross terms ``w_i w_j B_i A_j``).
+
+    Args: ``A`` ``[m, r, ...]`` (rank on dim 0 of each copy: Linear, Embedding, Conv);
+    ``B`` ``[m, out, r, ...]`` (rank on dim 1); ``w`` ``[m]`` or ``[B, m]``.
+    Returns ``(A(w) [m r, ...], B(w) [out, m r, ...])``, with a leading ``[B]`` for per-example ``w``.
+    """
+    m, r = A.shape[:2]
+    wA = w.reshape(*w.shape, *[1] * (A.dim() - 1)) * A  # (m, r, ...) or (B, m, r, ...)
+    A_w = wA.reshape(*w.shape[:-1], m * r, *A.shape[2:])  # (m r, ...) or (B, m r, ...)
+    B_w = B.movedim(0, 1).reshape(B.size(1), m * r, *B.shape[3:])  # (out, m r, ...)
+    if w.dim() == 2:
+        B_w = B_w.expand(w.size(0), *B_w.shape)  # (B, out, m r, ...), a view
+    return A_w, B_w
+
+
 def check_w(w, m: int, field: str = "w") -> torch.Tensor:
     """A weighting ``[m]`` or per-example weightings ``[B, m]`` on the simplex, as a float tensor.
 
@@ -117,31 +163,77 @@ def check_w(w, m: int, field: str = "w") -> torch.Tensor:
     return t if t.is_floating_point() else t.double()
 
 
-def resolve_scope(module: nn.Module, scope) -> dict:
-    """The parameters a scope selects: ``{canonical name: [every alias name]}``.
-
-    The canonical name is the one ``named_parameters()`` reports; tied parameters
-    have more than one alias and are selected whole if any alias matches.
-    """
+def scope_patterns(scope) -> list:
+    """The fnmatch patterns of a scope name (``SCOPES``) or of a list of patterns."""
     if isinstance(scope, str):
         if scope not in SCOPES:
             raise ValueError(f"scope: unknown scope {scope!r}; use one of {sorted(SCOPES)} "
                              f"or a list of parameter-name patterns")
-        patterns = SCOPES[scope]
-    else:
-        patterns = list(scope)
-        if not patterns or not all(isinstance(p, str) for p in patterns):
-            raise ValueError(f"scope: expected a scope name or a non-empty list of patterns, got {scope!r}")
+        return SCOPES[scope]
+    patterns = list(scope) if isinstance(scope, (list, tuple)) else []
+    if not patterns or not all(isinstance(p, str) for p in patterns):
+        raise ValueError(f"scope: expected a scope name or a non-empty list of patterns, got {scope!r}")
+    return patterns
+
+
+def _name_shapes(module: nn.Module, limit: int = 12) -> str:
+    """Distinct parameter names with layer numbers written ``*`` (what a user needs to write a pattern)."""
+    seen = list(dict.fromkeys(re.sub(r"\.\d+\.", ".*.", n) for n, _ in module.named_parameters()))
+    return ", ".join(seen[:limit]) + (f", ... ({len(seen)} in all)" if len(seen) > limit else "")
+
+
+def resolve_scope(module: nn.Module, scope, frozen: str = "mix") -> dict:
+    """The parameters a scope selects: ``{canonical name: [every alias name]}``.
+
+    The canonical name is the one ``named_parameters()`` reports; tied parameters
+    have more than one alias and are selected whole if any alias matches.
+    Frozen parameters (``requires_grad=False``, e.g. the base weights under peft LoRA)
+    are left out when ``frozen="skip"``.
+    """
+    patterns = scope_patterns(scope)
+    if frozen not in FROZEN:
+        raise ValueError(f"frozen: must be one of {FROZEN}, got {frozen!r}")
     aliases = {}
     for name, p in module.named_parameters(remove_duplicate=False):
         aliases.setdefault(id(p), []).append(name)
-    chosen = {}
+    chosen, skipped = {}, 0
     for name, p in module.named_parameters():
         if any(fnmatch(alias, pat) for alias in aliases[id(p)] for pat in patterns):
-            chosen[name] = aliases[id(p)]
+            if p.requires_grad or frozen != "skip":
+                chosen[name] = aliases[id(p)]
+            else:
+                skipped += 1
     if not chosen:
-        raise ValueError(f"scope: {scope!r} matches no parameter of {type(module).__name__}")
+        why = (f" except {skipped} frozen ones (frozen='skip' leaves them out)" if skipped
+               else f"; its parameters are named like: {_name_shapes(module)}")
+        raise ValueError(f"scope: {scope!r} matches no parameter of {type(module).__name__}{why}")
     return chosen
+
+
+def _tied_outside(scope, chosen: dict) -> dict:
+    """``{name: [aliases the scope does not match]}`` for selected parameters tied to unselected names."""
+    patterns = scope_patterns(scope)
+    out = {}
+    for name, names in chosen.items():
+        outside = [a for a in names if not any(fnmatch(a, pat) for pat in patterns)]
+        if outside:
+            out[name] = outside
+    return out
+
+
+def describe_scope(module: nn.Module, scope, frozen: str = "mix") -> str:
+    """What ``scope`` selects in ``module``, one line per parameter (name, shape, aliases), for printing."""
+    chosen = resolve_scope(module, scope, frozen)
+    tied = _tied_outside(scope, chosen)
+    lines = []
+    for name, names in chosen.items():
+        p = module.get_parameter(name)
+        note = f"  tied to {', '.join(tied[name])} (needs untie=True or mix_tied=True)" if name in tied else ""
+        lines.append(f"{name} {tuple(p.shape)}{'' if p.requires_grad else ' frozen'}{note}")
+    total = sum(module.get_parameter(n).numel() for n in chosen)
+    lines.append(f"{len(chosen)} tensors, {total} of {sum(p.numel() for p in module.parameters())} "
+                 f"parameters selected by scope {scope!r}")
+    return "\n".join(lines)
 
 
 def _owner(module: nn.Module, name: str):
@@ -149,41 +241,92 @@ def _owner(module: nn.Module, name: str):
     return (module.get_submodule(path) if path else module), attr
 
 
+def _untie_configs(module: nn.Module) -> None:
+    """Tell transformers configs inside ``module`` that its embeddings are now untied (save/reload keep it)."""
+    for sub in module.modules():
+        config = getattr(sub, "config", None)
+        if getattr(config, "tie_word_embeddings", False) is True:
+            config.tie_word_embeddings = False
+
+
 class ParamConditioned(nn.Module):
     """``module`` run with its scoped parameters mixed as ``theta_c(w) = sum_i w_i theta_i``.
 
+    Options:
+        untie: a selected parameter tied to a name the scope does not match (scope
+            ``"logit"`` on tied embeddings) gets its own unmixed copy under that name;
+            only the matched names are mixed (pure unembedding mixing, P3).
+        mix_tied: mix such a tied parameter whole (the input embedding changes too).
+            Without either, such a scope is refused.
+        frozen: what a scope does with frozen parameters (``requires_grad=False``):
+            ``"mix"`` selects them like any other and their copies stay frozen (default),
+            ``"skip"`` never selects them (they stay shared and frozen), ``"train"`` selects
+            them with trainable copies.
+        lora_mix: ``"delta"`` mixes each peft LoRA pair's weight change, ``sum_i w_i B_i A_i``
+            (mix_lora_delta); ``"factors"`` mixes the factors one by one,
+            ``(sum_i w_i B_i)(sum_i w_i A_i)``.
+
     Attributes: ``base`` (the module without its scoped parameters, holding the shared
     ones), ``thetas`` (one ``[m, ...]`` parameter per scoped name, copy i at index i),
-    ``names`` (the scoped canonical names, aligned with ``thetas``), ``m``, ``scope``.
+    ``names`` (the scoped canonical names, aligned with ``thetas``), ``m``, ``scope``,
+    and the options above.
     """
 
-    def __init__(self, module: nn.Module, m: int, scope):
+    def __init__(self, module: nn.Module, m: int, scope, untie: bool = False, mix_tied: bool = False,
+                 frozen: str = "mix", lora_mix: str = "delta"):
         super().__init__()
         if isinstance(m, bool) or not isinstance(m, int) or m < 1:
             raise ValueError(f"m: must be a positive integer, got {m!r}")
-        self.m, self.scope = m, scope
-        self.aliases = resolve_scope(module, scope)
-        self.names = list(self.aliases)
+        if untie and mix_tied:
+            raise ValueError("untie: untie=True and mix_tied=True exclude each other")
+        if lora_mix not in LORA_MIX:
+            raise ValueError(f"lora_mix: must be one of {LORA_MIX}, got {lora_mix!r}")
+        self.m, self.scope, self.untie, self.mix_tied, self.frozen, self.lora_mix = \
+            m, scope, bool(untie), bool(mix_tied), frozen, lora_mix
+        chosen = resolve_scope(module, scope, frozen)
+        tied = _tied_outside(scope, chosen)
+        if tied and not (untie or mix_tied):
+            name = next(iter(tied))
+            inside = [a for a in chosen[name] if a not in tied[name]]
+            raise ValueError(f"scope: {scope!r} selects {inside[0]}, which is tied to {tied[name][0]}; mixing it "
+                             f"would change both. Pass untie=True (mix only {inside[0]}) or mix_tied=True")
         self.base = copy.deepcopy(module)
+        self.aliases = {}
+        for name, names in chosen.items():
+            if untie and name in tied:
+                p = self.base.get_parameter(name)
+                for alias in tied[name]:  # its own copy, shared across w, as trainable as before
+                    owner, attr = _owner(self.base, alias)
+                    owner.register_parameter(attr, nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad))
+                names = [a for a in names if a not in tied[name]]
+                name = names[0]
+            self.aliases[name] = names
+        if untie and tied:
+            _untie_configs(self.base)
+        self.names = list(self.aliases)
+        self.lora_pairs = _lora_pairs(self.names) if lora_mix == "delta" else {}
         thetas = []
         for name in self.names:
             p = self.base.get_parameter(name)
-            thetas.append(nn.Parameter(p.detach().unsqueeze(0).repeat(m, *[1] * p.dim())))  # (m, ...)
+            thetas.append(nn.Parameter(p.detach().unsqueeze(0).repeat(m, *[1] * p.dim()),  # (m, ...)
+                                       requires_grad=p.requires_grad or frozen == "train"))
             for alias in self.aliases[name]:
                 owner, attr = _owner(self.base, alias)
                 delattr(owner, attr)  # stored once, in thetas
         self.thetas = nn.ParameterList(thetas)
         self.takes_w_inner = getattr(module, "takes_w", False)
-        self._owners = mixable(self.base, [a for name in self.names for a in self.aliases[name]])
+        # Layers whose outputs can be mixed per example (clp_min.per_example); not under LoRA's
+        # delta mixing, whose mixed factors (rank m r) are not a per-layer mixture of the copies.
+        self._owners = {} if self.lora_pairs else mixable(self.base, [a for n in self.names for a in self.aliases[n]])
         self.per_example = "auto"  # or "layers", "outputs", "groups", "vmap": see per_example_path
 
     @classmethod
-    def from_base(cls, module: nn.Module, m: int, scope) -> "ParamConditioned":
+    def from_base(cls, module: nn.Module, m: int, scope, **options) -> "ParamConditioned":
         """All m copies start at ``module``'s parameters (``module`` itself is not modified)."""
-        return cls(module, m, scope)
+        return cls(module, m, scope, **options)
 
     @classmethod
-    def from_experts(cls, modules, scope) -> "ParamConditioned":
+    def from_experts(cls, modules, scope, **options) -> "ParamConditioned":
         """Copy i is expert i's scoped parameters; shared parameters must agree across experts.
 
         Built this way and never trained, the wrapper is Rewarded Soups (P3).
@@ -201,7 +344,7 @@ class ParamConditioned(nn.Module):
                 if params[name].shape != p.shape:
                     raise ValueError(f"modules: parameter {name} has shape {tuple(params[name].shape)} "
                                      f"in expert {j} but {tuple(p.shape)} in expert 0")
-        wrapper = cls(modules[0], len(modules), scope)
+        wrapper = cls(modules[0], len(modules), scope, **options)
         for j, other in enumerate(modules[1:], start=1):
             for name, p in other.named_parameters():
                 if name not in wrapper.aliases and not torch.equal(p, ref[name]):
@@ -213,13 +356,24 @@ class ParamConditioned(nn.Module):
         return wrapper
 
     def mixed_parameters(self, w: torch.Tensor) -> dict:
-        """``{alias: theta_c(w)}`` for every scoped name and alias; ``w`` ``[m]`` or ``[G, m]``, already checked."""
-        dtypes = {theta.dtype for theta in self.thetas}
-        if w.dim() == 1 and len(dtypes) == 1:  # the training and decoding case: one fused node
-            mixed = MixParameters.apply(w.to(dtypes.pop()), *self.thetas)
+        """``{alias: theta_c(w)}`` for every scoped name and alias; ``w`` ``[m]`` or ``[G, m]``, already checked.
+
+        LoRA pairs under ``lora_mix="delta"`` get the rank-``m r`` factors of mix_lora_delta; for
+        ``w [m]`` every other scoped tensor is mixed by one fused node (MixParameters).
+        """
+        thetas = dict(zip(self.names, self.thetas))
+        mixed = {}
+        for name, theta in thetas.items():
+            if name in self.lora_pairs:
+                b_name = self.lora_pairs[name]
+                mixed[name], mixed[b_name] = mix_lora_delta(theta, thetas[b_name], w.to(theta.dtype))
+        plain = [name for name in self.names if name not in mixed]
+        dtypes = {thetas[name].dtype for name in plain}
+        if w.dim() == 1 and len(dtypes) == 1:  # the training and decoding case
+            mixed.update(zip(plain, MixParameters.apply(w.to(dtypes.pop()), *[thetas[n] for n in plain])))
         else:
-            mixed = [mix_parameters(theta, w.to(theta.dtype)) for theta in self.thetas]
-        return {alias: mixed[k] for k, name in enumerate(self.names) for alias in self.aliases[name]}
+            mixed.update((name, mix_parameters(thetas[name], w.to(thetas[name].dtype))) for name in plain)
+        return {alias: mixed[name] for name in self.names for alias in self.aliases[name]}
 
     def forward(self, w, *args, **kwargs):
         """Run the module at ``theta_c(w)``; ``w`` is ``[m]`` (whole batch) or ``[B, m]`` (per example)."""
@@ -304,7 +458,7 @@ class ParamConditioned(nn.Module):
             return tree_map(lambda t: t.squeeze(0) if isinstance(t, torch.Tensor) else t, out)
 
         tensors = [x for x, b in zip(leaves, batched) if b]
-        return vmap(one_example)(params, *tensors)
+        return vmap(one_example, randomness="different")(params, *tensors)
 
     @contextmanager
     def fixed(self, w):
@@ -392,6 +546,23 @@ def at_weighting(policy, w):
             yield model
     else:
         yield lambda *args, **kwargs: policy(w, *args, **kwargs)
+
+
+def _lora_pairs(names: list) -> dict:
+    """``{lora_A name: lora_B name}`` for every peft LoRA pair among ``names``; a lone factor is refused."""
+    pairs = {}
+    for name in names:
+        match = _LORA.match(name)
+        if match is None:
+            continue
+        prefix, factor, rest = match.groups()
+        partner = f"{prefix}{'B' if factor == 'A' else 'A'}{rest}"
+        if partner not in names:
+            raise ValueError(f"scope: selects LoRA factor {name} but not {partner}; lora_mix='delta' mixes "
+                             f"B_i A_i and needs both (or pass lora_mix='factors')")
+        if factor == "A":
+            pairs[name] = partner
+    return pairs
 
 
 class Unconditioned(nn.Module):

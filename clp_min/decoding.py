@@ -8,7 +8,9 @@
     sequence_logprobs(policy, w, prompt, response)   exact log pi(response_t | prefix), one full pass
 
 ``policy`` follows the convention ``policy(w, idx, cache=None) -> (logits, cache)``;
-the baselines mix plain models ``model(idx, cache=None) -> (logits, cache)``. The
+the baselines mix plain models ``model(idx, cache=None) -> (logits, cache)``. A Hugging
+Face model gets that convention from ``clp_min.hf.HFCausalLM``; its bare ``ModelOutput``
+is refused. The
 mixing itself is theory.mixing.logit_mix / kl_weight_mix (the one implementation;
 float64 numpy, per step on ``[B, V]`` rows, which is cheap at this size).
 
@@ -52,6 +54,14 @@ class Decoded:
 def _log_probs(logits):
     """log_softmax over the last axis, in float64 for float64 models and float32 otherwise."""
     return F.log_softmax(logits if logits.dtype == torch.float64 else logits.float(), dim=-1)
+
+
+def _pair(out):
+    """A model call's ``(logits, cache)``; a transformers ``ModelOutput`` is refused, naming the adapter."""
+    if not isinstance(out, tuple):
+        raise ValueError(f"model: returned a {type(out).__name__}, not (logits, cache); wrap a Hugging Face "
+                         f"model as clp_min.hf.HFCausalLM(model)")
+    return out
 
 
 def _check_decode_args(prompt, max_new_tokens, temperature, top_k):
@@ -119,7 +129,7 @@ def sample(policy, w, prompt, max_new_tokens: int, temperature: float = 1.0, top
     state = {"cache": None}
     with at_weighting(policy, w) as model:
         def step(idx):
-            logits, state["cache"] = model(idx, cache=state["cache"])
+            logits, state["cache"] = _pair(model(idx, cache=state["cache"]))
             return _log_probs(logits[:, -1])  # (B, V)
 
         return _decode(step, prompt, max_new_tokens, temperature, top_k, generator, eos, 1)
@@ -132,7 +142,7 @@ def _mixed_step(models, w_rows):
     def step(idx):
         log_pis = []
         for i, model in enumerate(models):
-            logits, caches[i] = model(idx, cache=caches[i])
+            logits, caches[i] = _pair(model(idx, cache=caches[i]))
             log_pis.append(F.log_softmax(logits[:, -1].double(), dim=-1))
         log_pis = torch.stack(log_pis).cpu().numpy()  # (m, B, V)
         B = log_pis.shape[1]
@@ -179,7 +189,7 @@ def realign_sample(ref, tuned, lam, prompt, max_new_tokens: int, temperature: fl
     def step(idx):
         log_pis = []
         for i, model in enumerate((ref, tuned)):
-            logits, caches[i] = model(idx, cache=caches[i])
+            logits, caches[i] = _pair(model(idx, cache=caches[i]))
             log_pis.append(F.log_softmax(logits[:, -1].double(), dim=-1).cpu().numpy())
         mixed = kl_weight_mix(log_pis[0], log_pis[1], np.array([lam]))[0]  # (B, V)
         return torch.from_numpy(mixed).to(idx.device)  # float64, as theory computed it
@@ -194,6 +204,6 @@ def sequence_logprobs(policy, w, prompt, response) -> torch.Tensor:
                          f"{tuple(prompt.shape)} and {tuple(response.shape)}")
     P, N = prompt.size(1), response.size(1)
     idx = torch.cat([prompt, response], dim=1)  # (B, P+N)
-    logits, _ = policy(w, idx[:, :-1])  # (B, P+N-1, V): position t predicts token t+1
+    logits, _ = _pair(policy(w, idx[:, :-1]))  # (B, P+N-1, V): position t predicts token t+1
     logp = _log_probs(logits[:, P - 1:])  # (B, N, V)
     return logp.gather(2, response[:, :, None]).squeeze(2)  # (B, N)

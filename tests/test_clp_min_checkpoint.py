@@ -28,7 +28,8 @@ def _policy(kind):
         return Unconditioned(_gpt(2))
     torch.manual_seed(3)
     inner = InputConditioned(_gpt(3), 2, "prefix") if kind == "both" else _gpt(3)
-    pc = ParamConditioned.from_base(inner, 2, "logit" if kind == "both" else ["*.attn.*", "*ln_f*"])
+    pc = ParamConditioned.from_base(inner, 2, "logit" if kind == "both" else ["*.attn.*", "*ln_f*"],
+                                    mix_tied=kind == "both")
     with torch.no_grad():
         for theta in pc.thetas:
             theta[1].add_(torch.randn_like(theta[1]))

@@ -83,7 +83,7 @@ def test_paths_equal_hand_mixed_models_through_the_cache(scope, path, kind):
 def test_gradients_equal_the_vmap_path(scope, path):
     tie = scope == "tied"
     scope = "logit" if tie else scope
-    pc = ParamConditioned.from_experts(_experts(3, scope, seed=3, tie=tie), scope)
+    pc = ParamConditioned.from_experts(_experts(3, scope, seed=3, tie=tie), scope, mix_tied=tie)
     W = _weightings("shuffled")
     idx = _idx(6, 5, seed=4)
     proj = torch.randn(6, 5, V, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
