@@ -41,12 +41,20 @@ mixes each factor, ``(sum_i w_i B_i)(sum_i w_i A_i)`` (what Rewarded Soups' code
 when averaging LoRA weights), which is not linear in ``w``. Under ``"delta"``, ``policy_at``
 exports LoRA factors of rank ``m r``.
 
-Per-example weightings ``[B, m]`` run the module once per example with its own
-mixed parameters, through ``torch.func.vmap`` over ``functional_call``: every
-tensor in the arguments must be batched on dim 0 (``idx``, the KV cache, a prefix)
-and the module sees batch size 1 per example, exactly as if each example were
-run alone (with its own dropout mask in train mode: vmap ``randomness="different"``).
-Shared parameters are not copied per example.
+Per-example weightings ``[B, m]`` run without a copy of the scoped weights per example
+(clp_min.per_example): grouped by weighting, one batched product per scoped layer
+(``"layers"``, RLOO's layout), or mixing the scoped layers' outputs (``"outputs"``),
+for modules whose scoped parameters sit on ``nn.Linear`` / ``nn.Embedding`` /
+``nn.LayerNorm``; any other module runs once per distinct weighting (``"groups"``) or
+through ``torch.func.vmap`` over ``functional_call`` with one weight copy per example
+(``"vmap"``). Every tensor in the arguments must be batched on dim 0 (``idx``, the KV
+cache, a prefix); each example gets exactly what it would get run alone.
+``ParamConditioned.per_example_path`` says which path runs and why.
+
+Decoding at fixed weightings mixes once: ``with pc.fixed(w) as model:`` yields a plain
+``model(idx, cache)`` (``decoding.sample`` uses it through ``at_weighting``).
+In train mode each group (``groups``) or example (``vmap``, ``randomness="different"``)
+draws its own dropout mask; ``layers`` and ``outputs`` run one call, one mask.
 
 Combining with input conditioning: wrap an ``InputConditioned`` module
 (``ParamConditioned.from_base(InputConditioned(gpt, m, "prefix"), m, "attn")``);
@@ -58,6 +66,7 @@ Every conditioned policy follows one convention: ``policy(w, idx, cache=None) ->
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 import re
 from fnmatch import fnmatch
 
@@ -66,6 +75,8 @@ import torch.nn as nn
 from torch.func import functional_call, vmap
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
+from clp_min.per_example import (check_batched, equal_runs, equal_sizes, group_order, group_rows, mixable,
+                                 mixing_layers, mixing_outputs, permute_batch, run_grouped)
 from theory.checks import check_weights
 
 SCOPES = {
@@ -88,6 +99,33 @@ def mix_parameters(theta: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     Returns ``[...]`` or ``[B, ...]``.
     """
     return torch.tensordot(w, theta, dims=([-1], [0]))  # (B, ...) or (...)
+
+
+class MixParameters(torch.autograd.Function):
+    """``theta_k(w) = sum_i w_i theta_k[i]`` for every scoped tensor k at once, ``w [m]``.
+
+    The same sums as ``mix_parameters``, as one autograd node over all tensors
+    (multi-tensor ``_foreach`` ops): mixing a few dozen tensors one ``tensordot`` each
+    cost about 10% of a forward + backward of the small GPT (bench/clp_min.py).
+    Backward: ``d theta_k[i] = w_i d theta_k``, ``d w_i = sum_k <theta_k[i], d theta_k>``.
+    """
+
+    @staticmethod
+    def forward(ctx, w, *thetas):
+        ctx.save_for_backward(w, *thetas)
+        out = torch._foreach_mul([t[0] for t in thetas], w[0])
+        for i in range(1, w.numel()):
+            torch._foreach_add_(out, torch._foreach_mul([t[i] for t in thetas], w[i]))
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        w, *thetas = ctx.saved_tensors
+        d_thetas = [g.unsqueeze(0) * w.view(-1, *[1] * g.dim()) for g in grads]  # (m, ...) each
+        d_w = None
+        if ctx.needs_input_grad[0]:
+            d_w = torch.stack([sum((t[i] * g).sum() for t, g in zip(thetas, grads)) for i in range(w.numel())])
+        return (d_w, *d_thetas)
 
 
 def mix_lora_delta(A: torch.Tensor, B: torch.Tensor, w: torch.Tensor) -> tuple:
@@ -277,6 +315,10 @@ class ParamConditioned(nn.Module):
                 delattr(owner, attr)  # stored once, in thetas
         self.thetas = nn.ParameterList(thetas)
         self.takes_w_inner = getattr(module, "takes_w", False)
+        # Layers whose outputs can be mixed per example (clp_min.per_example); not under LoRA's
+        # delta mixing, whose mixed factors (rank m r) are not a per-layer mixture of the copies.
+        self._owners = {} if self.lora_pairs else mixable(self.base, [a for n in self.names for a in self.aliases[n]])
+        self.per_example = "auto"  # or "layers", "outputs", "groups", "vmap": see per_example_path
 
     @classmethod
     def from_base(cls, module: nn.Module, m: int, scope, **options) -> "ParamConditioned":
@@ -314,9 +356,10 @@ class ParamConditioned(nn.Module):
         return wrapper
 
     def mixed_parameters(self, w: torch.Tensor) -> dict:
-        """``{alias: theta_c(w)}`` for every scoped name and alias; ``w`` already checked.
+        """``{alias: theta_c(w)}`` for every scoped name and alias; ``w`` ``[m]`` or ``[G, m]``, already checked.
 
-        LoRA pairs under ``lora_mix="delta"`` get the rank-``m r`` factors of mix_lora_delta.
+        LoRA pairs under ``lora_mix="delta"`` get the rank-``m r`` factors of mix_lora_delta; for
+        ``w [m]`` every other scoped tensor is mixed by one fused node (MixParameters).
         """
         thetas = dict(zip(self.names, self.thetas))
         mixed = {}
@@ -324,8 +367,12 @@ class ParamConditioned(nn.Module):
             if name in self.lora_pairs:
                 b_name = self.lora_pairs[name]
                 mixed[name], mixed[b_name] = mix_lora_delta(theta, thetas[b_name], w.to(theta.dtype))
-            elif name not in mixed:
-                mixed[name] = mix_parameters(theta, w.to(theta.dtype))
+        plain = [name for name in self.names if name not in mixed]
+        dtypes = {thetas[name].dtype for name in plain}
+        if w.dim() == 1 and len(dtypes) == 1:  # the training and decoding case
+            mixed.update(zip(plain, MixParameters.apply(w.to(dtypes.pop()), *[thetas[n] for n in plain])))
+        else:
+            mixed.update((name, mix_parameters(thetas[name], w.to(thetas[name].dtype))) for name in plain)
         return {alias: mixed[name] for name in self.names for alias in self.aliases[name]}
 
     def forward(self, w, *args, **kwargs):
@@ -333,19 +380,75 @@ class ParamConditioned(nn.Module):
         w = check_w(w, self.m).to(self.thetas[0].device)
         if self.takes_w_inner:
             args, kwargs = (w, *args), {**kwargs, "checked": True}
-        params = self.mixed_parameters(w)
         if w.dim() == 1:
-            return functional_call(self.base, params, tuple(args), kwargs)
-        return self._per_example(w, params, args, kwargs)
+            return functional_call(self.base, self.mixed_parameters(w), tuple(args), kwargs)
+        return self._per_example(w, args, kwargs)
 
-    def _per_example(self, w, params, args, kwargs):
+    def per_example_path(self, rows: list) -> str:
+        """How ``w [B, m]`` with distinct weightings at ``rows`` runs (clp_min.per_example):
+
+            "layers"   every scoped parameter on a mixable layer and the groups of one size
+                       (RLOO): each scoped layer is one batched product over the groups;
+            "outputs"  every scoped parameter on a mixable layer: mix the layers' outputs;
+            "groups"   any module, at most B/2 distinct weightings: one call per group;
+            "vmap"     any module: one weight copy per example.
+
+        ``self.per_example = "auto"`` picks in that order, by what bench/clp_min.py measured
+        on the GPT (forward + backward, B = 16); set it to a path name to force one
+        (``"layers"`` on groups of different sizes runs ``"outputs"``).
+        """
+        B = sum(r.numel() for r in rows)
+        if self.per_example not in ("auto", "layers", "outputs", "groups", "vmap"):
+            raise ValueError(f"per_example: must be 'auto', 'layers', 'outputs', 'groups' or 'vmap', "
+                             f"got {self.per_example!r}")
+        if self.per_example in ("layers", "outputs") and not self._owners:
+            raise ValueError(f"per_example: {self.per_example!r} needs every scoped parameter on an "
+                             f"nn.Linear, nn.Embedding or nn.LayerNorm; use 'groups' or 'vmap'")
+        if self.per_example == "layers" and not equal_sizes(rows):
+            return "outputs"  # groups of different sizes: one batched product cannot hold them
+        if self.per_example != "auto":
+            return self.per_example
+        if self._owners:
+            return "layers" if equal_sizes(rows) and len(rows) < B else "outputs"
+        return "groups" if 2 * len(rows) <= B else "vmap"
+
+    def _per_example(self, w, args, kwargs):
         B = w.size(0)
+        check_batched(tree_flatten((tuple(args), kwargs))[0], B)
+        runs = equal_runs(w) if self._owners and self.per_example in ("auto", "layers") else None
+        if runs is not None and runs.size(0) < B:  # RLOO's layout: no grouping, no permutation
+            with mixing_layers(self.base, self._owners, self.mixed_parameters(runs), runs.size(0),
+                               B // runs.size(0)):
+                return self.base(*args, **kwargs)
+        distinct, rows = group_rows(w)
+        path = self.per_example_path(rows)
+        if path == "layers":
+            perm, back = group_order(rows)
+            args, kwargs = permute_batch((tuple(args), kwargs), perm)
+            with mixing_layers(self.base, self._owners, self.mixed_parameters(distinct), len(rows), B // len(rows)):
+                return permute_batch(self.base(*args, **kwargs), back)
+        if path == "outputs":
+            with mixing_outputs(self.base, self._owners, self._owner_thetas(w.dtype), w):
+                return self.base(*args, **kwargs)
+        if path == "groups":
+            return run_grouped(lambda g, a, k: functional_call(self.base, self.mixed_parameters(distinct[g]), a, k),
+                               rows, args, kwargs)
+        return self._vmap(w, args, kwargs)
+
+    def _owner_thetas(self, dtype) -> dict:
+        """``{owner path: {attr: [m, ...]}}`` over every alias of every scoped name."""
+        out = {}
+        for name, theta in zip(self.names, self.thetas):
+            for alias in self.aliases[name]:
+                path, _, attr = alias.rpartition(".")
+                out.setdefault(path, {})[attr] = theta.to(dtype)
+        return out
+
+    def _vmap(self, w, args, kwargs):
+        """One copy of the scoped weights per example, through ``torch.func.vmap``."""
+        params = self.mixed_parameters(w)  # (B, ...) per name
         leaves, spec = tree_flatten((tuple(args), kwargs))
         batched = [isinstance(x, torch.Tensor) for x in leaves]
-        for x, b in zip(leaves, batched):
-            if b and (x.dim() == 0 or x.size(0) != B):
-                raise ValueError(f"w: {B} per-example weightings but an input has shape {tuple(x.shape)} "
-                                 f"(every tensor argument must have batch size {B} on dim 0)")
 
         def one_example(params_b, *tensors_b):
             it = iter(tensors_b)
@@ -356,6 +459,50 @@ class ParamConditioned(nn.Module):
 
         tensors = [x for x, b in zip(leaves, batched) if b]
         return vmap(one_example, randomness="different")(params, *tensors)
+
+    @contextmanager
+    def fixed(self, w):
+        """Mix once for a whole decoding: yields ``model(idx, cache=None, **kw) -> (logits, cache)`` at ``w``.
+
+        ``w [m]``: the mixed parameters are set on ``base`` for the duration of the block
+        (one plain forward per call, nothing re-mixed, no copy of the module); ``w [B, m]``:
+        mixed once per distinct weighting, each call runs the groups (clp_min.per_example).
+        Same numbers as calling the wrapper with ``w`` at every step; not re-entrant.
+        """
+        w = check_w(w, self.m).to(self.thetas[0].device)
+        pre = (w,) if self.takes_w_inner else ()
+        extra = {"checked": True} if self.takes_w_inner else {}
+        if w.dim() == 1:
+            with _attached(self.base, self.mixed_parameters(w)):
+                yield lambda *args, **kwargs: self.base(*pre, *args, **kwargs, **extra)
+            return
+        check_batched([w], w.size(0))
+        distinct, rows = group_rows(w)
+        if len(rows) == 1:
+            def one(*args, **kwargs):
+                check_batched(tree_flatten((args, kwargs))[0], w.size(0))
+                return self.base(*pre, *args, **kwargs, **extra)
+            with _attached(self.base, self.mixed_parameters(distinct[0])):
+                yield one
+            return
+        if self.per_example_path(rows) == "layers":
+            perm, back = group_order(rows)
+            mixed = self.mixed_parameters(distinct)  # (G, ...) per name
+
+            def model(*args, **kwargs):
+                check_batched(tree_flatten((args, kwargs))[0], w.size(0))
+                args, kwargs = permute_batch(((*pre, *args), {**kwargs, **extra}), perm)
+                return permute_batch(self.base(*args, **kwargs), back)
+            with mixing_layers(self.base, self._owners, mixed, len(rows), w.size(0) // len(rows)):
+                yield model
+            return
+        mixed = [self.mixed_parameters(distinct[g]) for g in range(len(rows))]
+
+        def model(*args, **kwargs):
+            args, kwargs = (*pre, *args), {**kwargs, **extra}
+            check_batched(tree_flatten((args, kwargs))[0], w.size(0))
+            return run_grouped(lambda g, a, k: functional_call(self.base, mixed[g], a, k), rows, args, kwargs)
+        yield model
 
     @torch.no_grad()
     def policy_at(self, w) -> nn.Module:
@@ -372,6 +519,33 @@ class ParamConditioned(nn.Module):
                 owner, attr = _owner(module, alias)
                 owner.register_parameter(attr, p)
         return module
+
+
+@contextmanager
+def _attached(module: nn.Module, params: dict):
+    """Set ``{alias: tensor}`` as plain attributes of ``module`` (where the scoped parameters were) for a block."""
+    owners = [(*_owner(module, name), t) for name, t in params.items()]
+    try:
+        for owner, attr, t in owners:
+            owner.__dict__[attr] = t  # a plain attribute where the parameter was
+        yield
+    finally:
+        for owner, attr, _ in owners:
+            owner.__dict__.pop(attr, None)
+
+
+@contextmanager
+def at_weighting(policy, w):
+    """Yields ``model(idx, cache=None, **kw) -> (logits, cache)``: ``policy`` at a fixed ``w`` for many calls.
+
+    A ``ParamConditioned`` policy mixes once (``ParamConditioned.fixed``); any other
+    conditioned policy is called with ``w`` each time.
+    """
+    if isinstance(policy, ParamConditioned):
+        with policy.fixed(w) as model:
+            yield model
+    else:
+        yield lambda *args, **kwargs: policy(w, *args, **kwargs)
 
 
 def _lora_pairs(names: list) -> dict:

@@ -14,9 +14,10 @@ is refused. The
 mixing itself is theory.mixing.logit_mix / kl_weight_mix (the one implementation;
 float64 numpy, per step on ``[B, V]`` rows, which is cheap at this size).
 
-A ``ParamConditioned`` policy mixes its parameters at every call. To decode at one
-fixed ``w``, ``sample(Unconditioned(policy.policy_at(w)), w, ...)`` mixes once (same
-outputs; bench/clp_min.py measures the difference).
+``sample`` fixes the policy at ``w`` for the whole call (``conditioning.at_weighting``):
+a ``ParamConditioned`` policy mixes its parameters once (once per distinct weighting
+for ``w [B, m]``), then every step is one plain forward pass, with the same outputs as
+mixing at every call (tested); bench/clp_min.py measures it against the unconditioned model.
 
 A *step* feeds the prompt (first step) or the last sampled token (later steps)
 through the cache, so N new tokens cost N calls per model. ``model_calls`` counts
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clp_min.conditioning import check_w
+from clp_min.conditioning import at_weighting, check_w
 from clp_min.model import check_same_vocab
 from theory.checks import check_lam
 from theory.mixing import kl_weight_mix, logit_mix
@@ -118,14 +119,20 @@ def _decode(step, prompt, max_new_tokens, temperature, top_k, generator, eos, ca
 @torch.no_grad()
 def sample(policy, w, prompt, max_new_tokens: int, temperature: float = 1.0, top_k=None,
            generator=None, eos=None) -> Decoded:
-    """Sample from a conditioned policy at weighting ``w`` (``[m]`` or ``[B, m]``) with a KV cache."""
+    """Sample from a conditioned policy at weighting ``w`` (``[m]`` or ``[B, m]``) with a KV cache.
+
+    The policy is fixed at ``w`` once for the whole call (``at_weighting``): a
+    ``ParamConditioned`` policy mixes its parameters once (per distinct weighting),
+    not at every step; the tokens and log-probs are those of calling it at every step.
+    """
+    _check_decode_args(prompt, max_new_tokens, temperature, top_k)
     state = {"cache": None}
+    with at_weighting(policy, w) as model:
+        def step(idx):
+            logits, state["cache"] = _pair(model(idx, cache=state["cache"]))
+            return _log_probs(logits[:, -1])  # (B, V)
 
-    def step(idx):
-        logits, state["cache"] = _pair(policy(w, idx, cache=state["cache"]))
-        return _log_probs(logits[:, -1])  # (B, V)
-
-    return _decode(step, prompt, max_new_tokens, temperature, top_k, generator, eos, 1)
+        return _decode(step, prompt, max_new_tokens, temperature, top_k, generator, eos, 1)
 
 
 def _mixed_step(models, w_rows):
