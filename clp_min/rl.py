@@ -79,7 +79,7 @@ def leave_one_out_advantages(R: torch.Tensor) -> torch.Tensor:
 
 def rl_step(policy, pi_ref, optimizer, cfg: tk.TaskConfig, w_prompts: np.ndarray, n: int, beta: float,
             generator: torch.Generator, steer_kl: bool = False) -> dict:
-    """One RLOO update of ``policy`` on ``P = len(w_prompts)`` fresh prompts with ``n`` samples each.
+    """One RLOO update of ``policy`` on ``P = len(w_prompts)`` fresh training prompts with ``n`` samples each.
 
     Args:
         policy: conditioned policy ``policy(w, idx, cache) -> (logits, cache)`` being trained.
@@ -88,7 +88,7 @@ def rl_step(policy, pi_ref, optimizer, cfg: tk.TaskConfig, w_prompts: np.ndarray
     Returns: scalar statistics of the batch (rewards ``[m]`` means, KL, objective, loss).
     """
     P = w_prompts.shape[0]
-    prompts = tk.sample_prompts(cfg, P, generator).repeat_interleave(n, dim=0)  # (B, L)
+    prompts = tk.sample_prompts(cfg, P, generator, split="train").repeat_interleave(n, dim=0)  # (B, L)
     w = torch.from_numpy(w_prompts).float().repeat_interleave(n, dim=0)  # (B, m)
     responses = pad_responses(sample(policy, w, prompts, cfg.response_len, generator=generator,
                                      eos=tk.EOS).tokens, cfg.response_len)  # (B, T)
