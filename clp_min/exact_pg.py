@@ -25,11 +25,14 @@ length, T response length, V vocabulary, m rewards.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from clp_min import task as tk
+from clp_min.conditioning import Unconditioned
 from clp_min.exact import MAX_LEAVES
 from clp_min.rl import reward_vectors
 
@@ -47,6 +50,7 @@ def producible_responses(V: int, T: int) -> torch.Tensor:
     return y[(tk.decision_mask(y) | (y == tk.EOS)).all(dim=1)]
 
 
+@functools.lru_cache(maxsize=8)
 def _gather_plan(V: int, T: int) -> tuple:
     """The padded prefixes ``[n, T-1]`` and, for each response and depth, the row holding its prefix ``[N, T]``."""
     Y = producible_responses(V, T)  # (N, T)
@@ -69,8 +73,10 @@ def response_log_probs(policy, w: torch.Tensor, prompts: torch.Tensor, V: int, T
     P, L = prompts.shape
     n = prefixes.size(0)
     idx = torch.cat([prompts.repeat_interleave(n, dim=0), prefixes.repeat(P, 1)], dim=1)  # (P*n, L+T-1)
-    # one call per prompt at its weighting w [m] (mixes the parameters once per prompt, not per row)
-    logits = torch.cat([policy(w[p], idx[p * n:(p + 1) * n])[0] for p in range(P)])  # (P*n, L+T-1, V)
+    if isinstance(policy, Unconditioned):  # no weighting: one call for the whole batch
+        logits, _ = policy(None, idx)  # (P*n, L+T-1, V)
+    else:  # one call per prompt at its weighting w [m] (mixes the parameters once per prompt, not per row)
+        logits = torch.cat([policy(w[p], idx[p * n:(p + 1) * n])[0] for p in range(P)])
     logp = F.log_softmax(logits, dim=-1).view(P, n, L + T - 1, V)[:, :, L - 1:]  # (P, n, T, V)
     depth = torch.arange(T).expand_as(rows)  # (N, T)
     token_logp = logp[:, rows, depth, Y]  # (P, N, T): log pi(y_t | x, y_<t)
@@ -96,7 +102,7 @@ def batch_objective(policy, pi_ref, cfg: tk.TaskConfig, prompts: torch.Tensor, w
     V, T = cfg.vocab, cfg.response_len
     logp, Y = response_log_probs(policy, w, prompts, V, T)  # (P, N)
     with torch.no_grad():
-        logp_ref, _ = response_log_probs(lambda _w, idx: pi_ref(idx), w, prompts, V, T)
+        logp_ref, _ = response_log_probs(Unconditioned(pi_ref), w, prompts, V, T)
         P, N = logp.shape
         x = prompts.repeat_interleave(N, dim=0)  # (P*N, L)
         r_task = tk.rewards(cfg, x, Y.repeat(P, 1)).view(P, N, -1).to(logp.dtype)  # (P, N, m_task)

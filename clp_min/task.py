@@ -22,13 +22,14 @@ Rewards (each in [0, 1], higher is better), chosen to pull apart:
   Faithfulness of order: it rewards copying the prompt in order, repeated tokens
   included, so it conflicts with brevity and only partly agrees with coverage
   (which ignores order and repetition).
-- ``knob``      = (1 - s) * (coverage + [y' empty]) + s * brevity, with ``s = strength``
+- ``knob``      = (1 - s) * (coverage + 2 [y' empty]) + s * brevity, with ``s = strength``
   in [0, 1]: the misalignment knob (issue 9), paired with ``coverage``. Then
-  ``coverage - knob = s (coverage - brevity) - (1 - s) [y' empty]``; the second
+  ``coverage - knob = s (coverage - brevity) - 2 (1 - s) [y' empty]``; the second
   term depends on the first response token only (the response is empty iff
   ``y_1 = EOS``), so at ``s = 0`` the two rewards differ by a function of the
-  first token (THEORY.md P6: zero-shot mixing is exact, yet the front is not a
-  point: the empty response scores 1 on ``knob`` and 0 on ``coverage``), and below
+  first token (THEORY.md P6: zero-shot mixing is exact), yet the front is not a
+  point: the empty response scores 2 on ``knob`` and 0 on ``coverage``, any other
+  at most 1 on both (the bonus 2 > 1 makes the trade-off real). Below
   every depth-1 prefix ``eps(s) = s * eps(s)|_{s=1}``: misalignment grows linearly
   with ``s`` up to the coverage-vs-brevity task at ``s = 1``.
 
@@ -207,7 +208,7 @@ def rewards(cfg: TaskConfig, prompts: torch.Tensor, responses: torch.Tensor) -> 
             columns.append(1.0 - n / T)
         elif name == "knob":
             s, cov = cfg.strength, _coverage(prompts, responses, alive, V)
-            columns.append((1 - s) * (cov + (n == 0).to(torch.float64)) + s * (1.0 - n / T))
+            columns.append((1 - s) * (cov + 2.0 * (n == 0).to(torch.float64)) + s * (1.0 - n / T))
         else:  # order
             columns.append(longest_common_subsequence(responses, alive, prompts).to(torch.float64) / T)
     return torch.stack(columns, dim=1)
