@@ -145,3 +145,26 @@ def test_unconditioned_policy_ignores_w():
     a, _ = exact_pg.response_log_probs(Unconditioned(ref), torch.zeros(2, 1), prompts, 3, 3)
     # probabilities of the producible responses sum to 1 for every prompt
     np.testing.assert_allclose(a.exp().sum(1).numpy(), 1.0, atol=1e-12)
+
+
+def test_training_steps_never_draw_heldout_prompts(monkeypatch):
+    """Both estimators draw their prompts from the training split (clp_min.task.is_heldout)."""
+    drawn = []
+    original = tk.sample_prompts
+
+    def recording(*args, **kwargs):
+        x = original(*args, **kwargs)
+        drawn.append(x)
+        return x
+
+    monkeypatch.setattr(tk, "sample_prompts", recording)
+    task = tk.TaskConfig(vocab=3, prompt_len=6, response_len=3)  # 64 prompts, 6 of them held out
+    ref = GPT(model_config(task, 1, 2, 8)).eval()
+    policy = ParamConditioned.from_base(GPT(model_config(task, 1, 2, 8)), 2, "full")
+    sgd = torch.optim.SGD(policy.parameters(), lr=0.0)
+    gen = torch.Generator().manual_seed(0)
+    w = np.full((64, 2), 0.5)
+    exact_pg.exact_step(policy, ref, sgd, task, w, BETA, gen)
+    rl.rl_step(policy, ref, sgd, task, w, 2, BETA, gen)
+    assert len(drawn) == 2 and not any(tk.is_heldout(x).any() for x in drawn)
+    assert tk.is_heldout(tk.all_prompts(task)).any()  # the split is not empty here

@@ -72,3 +72,29 @@ def test_aligned_end_zero_shot_exact_but_front_not_a_point(trees):
     gaps = [sequence_stats(t, optimal_token_policy(t, W, 0.1), W, 0.1)["objective"]
             - sequence_stats(t, zero_shot_token_policy(t, W, 0.1), W, 0.1)["objective"] for t in trees[1.0]]
     assert np.max(gaps) > 1e-4
+
+
+def _sweep_run(ideal, clp, eps=(0.0, 0.4, 0.8)):
+    return {"tasks": [{"strength": s, "eps_1": e, "optimal_spread": [0.9, 1.8],
+                       "regret": {"CLP full": c, "Rewarded Soups": 0.5, "logit mixing": 0.3, "ideal zero-shot": z}}
+                      for s, e, z, c in zip((0.0, 0.5, 1.0), eps, ideal, clp)]}
+
+
+def test_oracle_rows_hand_cases():
+    """T1-T4 from hand-made per-seed results: each rule flips when its number crosses the threshold."""
+    from clp_min.report import oracle_targets
+
+    def rows(sweep, enum_full=(0.005, 0.009)):
+        enum = [{"exact": {"mean_normalised_regret": {"CLP full": v, "logit mixing": 0.2}},
+                 "train_prompts_regret": {"CLP full": v - 0.001, "logit mixing": 0.19}} for v in enum_full]
+        return {r["id"]: r for r in oracle_targets(enum, sweep) if "id" in r}
+
+    good = rows([_sweep_run((0.0, 0.01, 0.1), (0.005, 0.006, 0.02))] * 2)
+    assert all(good[k]["met"] for k in ("T1-aligned", "T2-misaligned", "T3-monotone", "T4-oracle"))
+    assert good["T2-misaligned"]["per_seed"] == pytest.approx([0.2, 0.2])
+    assert good["enum_exact-gap-CLP full"]["value"] == pytest.approx(0.001)
+    assert not rows([_sweep_run((0.0, 0.01, 0.1), (0.005, 0.006, 0.02))], (0.005, 0.011))["T4-oracle"]["met"]
+    assert not rows([_sweep_run((0.0, 0.01, 0.1), (0.011, 0.006, 0.02))])["T1-aligned"]["met"]  # CLP 0.011 > 0 + 0.01
+    assert not rows([_sweep_run((2e-9, 0.01, 0.1), (0.005, 0.006, 0.02))])["T1-aligned"]["met"]  # ideal not exact
+    assert not rows([_sweep_run((0.0, 0.01, 0.1), (0.005, 0.006, 0.031))])["T2-misaligned"]["met"]  # 0.31 > 0.3
+    assert not rows([_sweep_run((0.0, 0.1, 0.01), (0.005, 0.006, 0.002))])["T3-monotone"]["met"]  # not monotone
