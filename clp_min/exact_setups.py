@@ -63,8 +63,8 @@ EXACT_SCALES = {
     # were started first and stopped: at a load of 11 they would have needed ~3 hours)
     "full": ExactScale(seeds=(0, 1, 2), pretrain_steps=800, steps=1000, prompts_per_step=8, lr=3e-3,
                        sweep_steps=150, strengths=tuple(float(s) for s in np.linspace(0, 1, 8)), grid=10),
-    "quick": ExactScale(seeds=(0,), pretrain_steps=200, steps=60, prompts_per_step=8, lr=3e-3,
-                        sweep_steps=30, strengths=(0.0, 0.5, 1.0), grid=4),
+    "quick": ExactScale(seeds=(0,), pretrain_steps=200, steps=40, prompts_per_step=8, lr=3e-3,
+                        sweep_steps=20, strengths=(0.0, 0.5, 1.0), grid=2),
 }
 
 
