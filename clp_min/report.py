@@ -129,6 +129,14 @@ def oracle_targets(enum_runs: list, sweep_runs: list) -> list:
         rows.append(_row("T4-oracle: enumerable CLP full converges (held-out prompts)",
                          "exact average normalised regret of CLP full, exact gradient, held-out prompts",
                          max(full), f"<= {T4_REGRET} on every seed", max(full) <= T4_REGRET, full, id="T4-oracle"))
+        regret = [r["exact"]["mean_normalised_regret"] for r in enum_runs]
+        clp_names = [n for n in regret[0] if n.startswith("CLP") and "RLOO" not in n]
+        for name in clp_names:  # issue 9 item 5: the exact regret comparison is the target
+            margin = [min(g["Rewarded Soups"], g["logit mixing"]) - g[name] for g in regret]
+            rows.append(_row(f"(enum_exact) {name} regret below Rewarded Soups' and logit mixing's",
+                             "min over seeds of min(regret RS, regret logit mixing) - regret CLP, exact, held-out",
+                             min(margin), "> 0 on every seed", min(margin) > 0, margin,
+                             id=f"enum_exact-regret-below-zero-shot-{name.split()[-1]}"))
         for name in enum_runs[0]["exact"]["mean_normalised_regret"]:
             vals = [r["exact"]["mean_normalised_regret"][name] for r in enum_runs]
             rows.append(_row(f"(enum_exact) {name}: average normalised regret, held-out prompts",
