@@ -43,9 +43,7 @@ from theory.weights import simplex_grid
 ENUM_TASK = su.ENUM_TASK  # V = 4, L = 6, T = 4: 729 prompts, 121 producible responses
 MODEL = dict(n_layer=2, n_head=2, n_embd=64)
 TRAIN_SPLIT_SEED = 30_000
-# CLP scopes of enum_exact. attn and logit (su.CLP_SCOPES) were dropped from the committed full run
-# before it finished: this session's shared machine could not train them too (docs/clp_min_results.md)
-ENUM_EXACT_SCOPES = ("full",)  # which training prompts are evaluated beside the held-out ones
+ENUM_EXACT_SCOPES = su.CLP_SCOPES  # CLP scopes of enum_exact: full, attn, logit  # which training prompts are evaluated beside the held-out ones
 
 
 @dataclass(frozen=True)
