@@ -7,13 +7,19 @@
 (b) ``theory.solve.solve_tree`` (optimum, zero-shot mixture, gap and its ingredients) per
     leaf-weighting pair, against one bare ``scipy.special.logsumexp`` over an array of the
     same size ``[K, n_leaves]`` (reduced over sibling groups ``[K, n_leaves / V, V]``, the
-    operation one level of soft values performs), on a tree of ~1e6 leaves and a small one.
+    operation one level of soft values performs; the issue's baseline), and against the
+    fast one pass solve_tree itself uses (``theory.tree.logsumexp_rows`` over ``[K, V,
+    n_leaves / V]``), on a tree of ~1e6 leaves and a small one; with the peak memory of
+    one solve (``tracemalloc``, a separate untimed run).
 
     python bench/theory.py [--out DIR]
 
-Prints two markdown tables; with ``--out`` also writes ``theory_bench.json``. Each case
+Prints two markdown tables and the issue table (ratio and goal); with ``--out`` also writes
+``theory_bench.json``. Each case
 is run once to warm up, then timed ``--repeats`` times (fewer for the big tree); the
-minimum and the median are reported and ratios are taken between minima.
+minimum and the median are reported. Bandit ratios are taken between minima; the tree's
+cases are timed in turn within each round and its ratios are medians of per-round ratios
+(the machine is shared, so a ratio compares runs under the same load).
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import json
 import statistics
 import sys
 import time
+import tracemalloc
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,6 +43,7 @@ from theory import gibbs  # noqa: E402
 from theory.random_instances import random_bandit, random_tree  # noqa: E402
 from theory.solve import solve_tree  # noqa: E402
 from theory.solver import solve_regularised_cvx  # noqa: E402
+from theory.tree import logsumexp_rows  # noqa: E402
 from theory.weights import sample_dirichlet  # noqa: E402
 
 
@@ -70,6 +78,26 @@ def timed(fn, repeats: int) -> dict:
     return {"min": min(times), "median": statistics.median(times)}
 
 
+def round_robin(cases: dict, repeats: int) -> dict:
+    """Seconds per call ``{name: [repeats]}``, the cases timed in turn within each round (after a warm-up).
+
+    The machine is shared: a ratio taken within a round compares runs under the same load.
+    """
+    for fn in cases.values():
+        fn()
+    times = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def per_round_median(times: dict, name: str, ref: str) -> float:
+    return statistics.median(a / b for a, b in zip(times[name], times[ref]))
+
+
 def bandit_table(cfg: BenchConfig, rng: np.random.Generator, progress) -> list[dict]:
     rows = []
     w = np.array([[0.5, 0.5]])  # (1, m)
@@ -98,16 +126,43 @@ def tree_table(cfg: BenchConfig, rng: np.random.Generator, progress) -> list[dic
         tree = random_tree(rng, vocab=V, horizon=T, rewards=2)
         W = sample_dirichlet(rng, cfg.weightings, 2)  # (K, m)
         pairs = cfg.weightings * tree.n_leaves
-        solve = timed(lambda: solve_tree(tree, W, cfg.beta), repeats)
-        progress.update()
         a = rng.normal(size=(cfg.weightings, tree.n_leaves // V, V))  # (K, n_leaves / V, V)
-        bare = timed(lambda: logsumexp(a, axis=-1), repeats)
-        progress.update()
+        a_rows = np.ascontiguousarray(a.transpose(0, 2, 1))  # (K, V, n_leaves / V)
+        rounds = round_robin({"solve": lambda: solve_tree(tree, W, cfg.beta),
+                              "bare": lambda: logsumexp(a, axis=-1),
+                              "fast": lambda: logsumexp_rows(a_rows)}, repeats)
+        solve, bare, fast = ({"min": min(rounds[k]), "median": statistics.median(rounds[k])}
+                             for k in ("solve", "bare", "fast"))
+        progress.update(2)
+        tracemalloc.start()
+        solve_tree(tree, W, cfg.beta)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
         rows.append({"vocab": V, "horizon": T, "leaves": tree.n_leaves, "weightings": cfg.weightings,
-                     "solve_s": solve, "logsumexp_s": bare,
+                     "solve_s": solve, "logsumexp_s": bare, "fast_logsumexp_s": fast,
                      "solve_ns_per_pair": 1e9 * solve["min"] / pairs,
                      "logsumexp_ns_per_pair": 1e9 * bare["min"] / pairs,
-                     "ratio": solve["min"] / bare["min"]})
+                     "ratio": per_round_median(rounds, "solve", "bare"),
+                     "ratio_to_fast": per_round_median(rounds, "solve", "fast"),
+                     "peak_mib": peak / 2 ** 20, "array_mib": pairs * 8 / 2 ** 20})
+    return rows
+
+
+def issue_rows(bandits: list[dict], trees: list[dict]) -> list[dict]:
+    """The issue table's theory lines: ``{"measure", "ratio", "goal", "met"}``."""
+    rows = [{"measure": "closed form vs cvxpy per bandit, Y=" + "/".join(str(b["responses"]) for b in bandits),
+             "ratio": " / ".join(f"{b['ratio']:.0f}x" for b in bandits), "goal": ">= 100",
+             "met": all(b["ratio"] >= 100 for b in bandits)}]
+    for t in reversed(trees):
+        size = f"K={t['weightings']}, {t['vocab']}^{t['horizon']} leaves"
+        rows.append({"measure": f"tree solve / one bare scipy logsumexp pass, {size}", "ratio": f"{t['ratio']:.2f}x",
+                     "goal": "<= 2" if t["leaves"] >= 4 ** 10 else "(<= 2 at 4^10)", "met": t["ratio"] <= 2})
+        rows.append({"measure": f"tree solve / one fast logsumexp pass (logsumexp_rows), {size}",
+                     "ratio": f"{t['ratio_to_fast']:.2f}x", "goal": "(for the record)", "met": None})
+    big = trees[-1]
+    rows.append({"measure": f"tree solve peak memory, K={big['weightings']}, {big['vocab']}^{big['horizon']} leaves",
+                 "ratio": f"{big['peak_mib']:.0f} MiB ({big['peak_mib'] / big['array_mib']:.2f}x one "
+                          f"[K, leaves] float64 array)", "goal": "stated", "met": None})
     return rows
 
 
@@ -128,19 +183,26 @@ def main():
               f"| {r['ratio']:.0f}x | {r['objective_error']:.1e} |")
     print(f"\n## Tree: solve_tree vs one bare logsumexp over [K, n_leaves] (K = {cfg.weightings}, "
           f"m = 2, beta = {cfg.beta})\n")
-    print("| V^T | leaves | solve_tree min / median | ns per leaf-weighting pair | logsumexp min / median "
-          "| ns per pair | ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print("| V^T | leaves | solve_tree min / median | ns per leaf-weighting pair | scipy logsumexp min / median "
+          "| ns per pair | ratio | fast logsumexp min | ratio | solve peak memory |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in trees:
-        s, b = r["solve_s"], r["logsumexp_s"]
+        s, b, f = r["solve_s"], r["logsumexp_s"], r["fast_logsumexp_s"]
         print(f"| {r['vocab']}^{r['horizon']} | {r['leaves']} | {s['min'] * 1e3:.1f} / {s['median'] * 1e3:.1f} ms "
               f"| {r['solve_ns_per_pair']:.1f} | {b['min'] * 1e3:.2f} / {b['median'] * 1e3:.2f} ms "
-              f"| {r['logsumexp_ns_per_pair']:.2f} | {r['ratio']:.1f}x |")
+              f"| {r['logsumexp_ns_per_pair']:.2f} | {r['ratio']:.2f}x | {f['min'] * 1e3:.2f} ms "
+              f"| {r['ratio_to_fast']:.2f}x | {r['peak_mib']:.1f} MiB |")
+    rows = issue_rows(bandits, trees)
+    print("\n## Issue table (this run)\n")
+    print("| measure | ratio | goal | met |\n|---|---|---|---|")
+    for row in rows:
+        met = "" if row["met"] is None else ("yes" if row["met"] else "NO")
+        print(f"| {row['measure']} | {row['ratio']} | {row['goal']} | {met} |")
     if cfg.out:
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "theory_bench.json").write_text(json.dumps(
-            {"config": asdict(cfg), "bandit": bandits, "tree": trees}, indent=2))
+            {"config": asdict(cfg), "bandit": bandits, "tree": trees, "issue_table": rows}, indent=2))
 
 
 if __name__ == "__main__":

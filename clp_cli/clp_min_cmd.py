@@ -2,6 +2,7 @@
 
     clp train --conditioning attn --steps 300 --out runs/clp   # every TrainConfig field is an option
     clp train --out runs/clp --steps 600 --resume              # continue exactly where it stopped
+    clp train --nproc 2 --streams prompt --out runs/ddp        # data-parallel: torchrun with 2 processes
     clp eval runs/clp --grid 10 --out runs/clp/eval             # front, measures (JSON + PNG)
     clp reproduce [--quick] [--out DIR]                          # theory + toy claims + setups, one report
 """
@@ -12,12 +13,22 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
+from clp_cli.paths import output_dir
 
-def add_parsers(groups) -> None:
+
+def add_parsers(groups, with_train_options: bool = True) -> None:
+    """``with_train_options=False`` (clp theory / clp toy) skips reading TrainConfig, which imports torch."""
+    train = groups.add_parser("train", help="train a conditioned policy (clp_min) with multi-task RL")
+    if with_train_options:
+        _add_train_options(train)
+    train.set_defaults(run=run_train)
+    _add_eval_and_reproduce(groups)
+
+
+def _add_train_options(train) -> None:
     from clp_min.train import TrainConfig, field_help
 
     helps = field_help()
-    train = groups.add_parser("train", help="train a conditioned policy (clp_min) with multi-task RL")
     for f in fields(TrainConfig):
         default = f.default if f.default is not MISSING else None
         if f.type in ("bool", bool):
@@ -26,11 +37,15 @@ def add_parsers(groups) -> None:
             shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
             train.add_argument(f"--{f.name}", default=None, metavar=f.name.upper(),
                                help=f"{helps[f.name]} (default: {shown})")
-    train.set_defaults(run=run_train)
+    train.add_argument("--nproc", type=int, default=None, metavar="N",
+                       help="launch N data-parallel processes on this machine through torch.distributed.run "
+                            "(needs --streams prompt when N > 1); under torchrun leave it out")
 
+
+def _add_eval_and_reproduce(groups) -> None:
     ev = groups.add_parser("eval", help="Monte Carlo front of a trained run (exact too when enumerable)")
     ev.add_argument("run_dir", help="folder written by clp train")
-    ev.add_argument("--grid", type=int, default=10, help="simplex_grid resolution n (m = 2: n + 1 weightings)")
+    ev.add_argument("--grid", type=int, default=10, help="simplex_grid resolution n (m = 2: n + 1 weightings; at most 10000 weightings)")
     ev.add_argument("--prompts", type=int, default=128, help="held-out prompts")
     ev.add_argument("--samples", type=int, default=4, help="responses per prompt and weighting")
     ev.add_argument("--seed", type=int, default=0, help="seed of the held-out prompts and samples")
@@ -48,6 +63,8 @@ def add_parsers(groups) -> None:
     rep.add_argument("--seeds", default=None, help="comma-separated seeds (default: 0,1,2; --quick: 0)")
     rep.add_argument("--reuse-fronts", action="store_true",
                      help="read each setup's front.json when written at the same scale instead of re-evaluating")
+    rep.add_argument("--jobs", type=int, default=1,
+                     help="worker processes training the setups' independent runs before evaluation")
     rep.set_defaults(run=run_reproduce)
 
 
@@ -67,10 +84,36 @@ def _parse_field(f, text: str):
     return text
 
 
+def _launch_train(args, given: dict, cfg) -> int:
+    """``--nproc N``: check what can be checked here, then run this command in N processes."""
+    from clp_min import distributed
+
+    if args.nproc < 1:
+        raise ValueError(f"nproc: must be an integer >= 1, got {args.nproc}")
+    if args.nproc > 1 and cfg.streams != "prompt":
+        raise ValueError(f"streams: {args.nproc} processes need --streams prompt (each prompt its own stream)")
+    distributed.local_prompts(cfg.prompts_per_step, 0, args.nproc)  # refuses P not divisible by N
+    if cfg.resume:
+        from clp_min.checkpoint import load_checkpoint
+
+        saved = load_checkpoint(Path(cfg.out) / "policy.safetensors").config.get("world_size", 1)
+        if saved != args.nproc:
+            raise ValueError(f"resume: {cfg.out} was trained by {saved} processes, this run has {args.nproc}; "
+                             f"resume with the same number (clp train --nproc)")
+    argv = ["train"]
+    for name, value in given.items():
+        if value is True:
+            argv.append(f"--{name}")
+        else:
+            argv += [f"--{name}", ",".join(map(str, value)) if isinstance(value, tuple) else str(value)]
+    return distributed.launch(args.nproc, argv)
+
+
 def run_train(args) -> int:
     import torch
 
-    from clp_min.train import TrainConfig, train
+    from clp_min import distributed
+    from clp_min.train import TrainConfig, resume_config, train
 
     torch.set_num_threads(1)
     given = {}
@@ -81,10 +124,20 @@ def run_train(args) -> int:
                 given[f.name] = True
         elif value is not None:
             given[f.name] = _parse_field(f, value)
-    cfg = TrainConfig(**given).validate()
-    log = train(cfg, progress=sys.stderr.isatty())
+    if given.get("resume"):  # fields not given come from the saved run; changed ones are refused
+        cfg = resume_config(given.get("out", TrainConfig.out), given).validate()
+    else:
+        cfg = TrainConfig(**given).validate()
+    output_dir(cfg.out)  # a file in the way or no write access: refused before pretraining
+    if args.nproc is not None:
+        return _launch_train(args, given, cfg)
+    try:
+        log = train(cfg, progress=sys.stderr.isatty())
+    finally:
+        writer = distributed.teardown()
     last = log["history"][-1] if log["history"] else {}
-    print(json.dumps({"out": cfg.out, "step": cfg.steps, **last}))
+    if writer:
+        print(json.dumps({"out": cfg.out, "step": cfg.steps, **last}))
     return 0
 
 
@@ -97,7 +150,9 @@ def run_eval(args) -> int:
     for name in ("grid", "prompts", "samples"):
         if getattr(args, name) < (2 if name == "prompts" else 1):
             raise ValueError(f"{name}: too small ({getattr(args, name)})")
-    out = Path(args.out) if args.out else Path(args.run_dir) / "eval"
+    if not Path(args.run_dir).is_dir():
+        raise ValueError(f"run_dir: {args.run_dir} is not a folder")
+    out = output_dir(Path(args.run_dir) / "eval" if args.out is None else args.out)
     summary = evaluate_run(args.run_dir, out, args.grid, args.prompts, args.samples, args.seed)
     print(json.dumps(summary))
     return 0
@@ -122,8 +177,12 @@ def run_reproduce(args) -> int:
             raise ValueError(f"seeds: expected comma-separated integers, got {args.seeds!r}") from None
         if not seeds or min(seeds) < 0:
             raise ValueError(f"seeds: expected non-negative integers, got {args.seeds!r}")
+    if args.jobs < 1:
+        raise ValueError(f"jobs: must be an integer >= 1, got {args.jobs}")
+    output_dir(args.out)
     res = reproduce(args.out, args.quick, progress=sys.stderr.isatty(), setups=tuple(names),
-                    with_claims=not args.no_claims, runs=args.runs, seeds=seeds, reuse_fronts=args.reuse_fronts)
+                    with_claims=not args.no_claims, runs=args.runs, seeds=seeds, reuse_fronts=args.reuse_fronts,
+                    jobs=args.jobs)
     for r in res["targets"]:
         status = "INFO" if r["met"] is None else ("met" if r["met"] else "NOT met")
         print(f"{status:7}  {r['target']}: {r['value']:.4g} ({r['rule']})")

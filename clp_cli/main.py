@@ -1,7 +1,11 @@
 """The ``clp`` command. Entry points only: no math lives here (STYLE.md principle 1).
 
 Each command group registers itself from its own module; errors from bad input
-(``ValueError``) are printed as one line and exit with status 2.
+(``ValueError``) and from the operating system (``OSError``: missing, unreadable or
+unwritable paths) are printed as one line and exit with status 2, never a traceback.
+``clp theory`` and ``clp toy`` build their parsers without importing torch: the
+options of ``clp train`` (read from TrainConfig, which imports torch) are only
+built when a clp_min command or the top-level help is asked for.
 """
 from __future__ import annotations
 
@@ -18,22 +22,34 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+LIGHT_GROUPS = ("theory", "toy")  # their parsers need no torch
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = OneLineParser(prog="clp", description="Check and teach Conditional Language Policies.")
     groups = parser.add_subparsers(dest="group", required=True)
     theory_cmd.add_parser(groups)
     toy_cmd.add_parser(groups)
-    clp_min_cmd.add_parsers(groups)
+    light = bool(argv) and argv[0] in LIGHT_GROUPS
+    clp_min_cmd.add_parsers(groups, with_train_options=not light)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return args.run(args) or 0
     except ValueError as err:
         print(f"clp: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"clp: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
+    except RecursionError:
+        print("clp: error: input nested too deeply", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("clp: interrupted", file=sys.stderr)

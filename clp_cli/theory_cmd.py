@@ -7,7 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from theory.checks import check_beta, check_weights
+from clp_cli.paths import output_dir
+from theory.checks import (BETA_RANGE, MAX_HORIZON, MAX_LEAVES, MAX_REWARDS, MAX_WEIGHTINGS, check_beta,
+                           check_weights)
+
+BETA_HELP = f"KL weight beta in [{BETA_RANGE[0]:g}, {BETA_RANGE[1]:g}]"
 
 
 def add_parser(groups) -> None:
@@ -17,13 +21,14 @@ def add_parser(groups) -> None:
     solve = cmds.add_parser("solve", help="optimum, zero-shot mixture and gap at one weighting")
     solve.add_argument("instance", help="instance JSON file (bandit or tree, DESIGN.md format)")
     solve.add_argument("--weights", required=True, help="weighting on the simplex, e.g. 0.3,0.7")
-    solve.add_argument("--beta", required=True, help="KL weight beta > 0")
+    solve.add_argument("--beta", required=True, help=BETA_HELP)
     solve.set_defaults(run=run_solve)
 
     front = cmds.add_parser("front", help="exact front vs zero-shot front on a weighting grid (JSON + PNG)")
     front.add_argument("instance", help="instance JSON file")
-    front.add_argument("--beta", required=True, help="KL weight beta > 0")
-    front.add_argument("--points", type=int, default=21, help="grid points per simplex edge (default 21)")
+    front.add_argument("--beta", required=True, help=BETA_HELP)
+    front.add_argument("--points", type=int, default=21,
+                       help=f"grid points per simplex edge (default 21; at most {MAX_WEIGHTINGS} weightings in all)")
     front.add_argument("--out", default="runs/theory-front", help="folder for front.json and front.png")
     front.set_defaults(run=run_front)
 
@@ -36,10 +41,10 @@ def add_parser(groups) -> None:
     rand = cmds.add_parser("random", help="print a random instance as JSON")
     rand.add_argument("kind", choices=["bandit", "tree"], help="instance kind")
     rand.add_argument("--seed", type=int, default=0, help="random seed")
-    rand.add_argument("--rewards", type=int, default=2, help="number of rewards m")
-    rand.add_argument("--vocab", type=int, default=3, help="tree: vocabulary size V")
-    rand.add_argument("--horizon", type=int, default=3, help="tree: number of tokens T")
-    rand.add_argument("--contexts", type=int, default=1, help="bandit: number of contexts X")
+    rand.add_argument("--rewards", type=int, default=2, help=f"number of rewards m (at most {MAX_REWARDS})")
+    rand.add_argument("--vocab", type=int, default=3, help=f"tree: vocabulary size V (V^T at most {MAX_LEAVES:g})")
+    rand.add_argument("--horizon", type=int, default=3, help=f"tree: number of tokens T (at most {MAX_HORIZON})")
+    rand.add_argument("--contexts", type=int, default=1, help=f"bandit: number of contexts X (X * Y at most {MAX_LEAVES:g})")
     rand.add_argument("--responses", type=int, default=5, help="bandit: number of responses Y")
     rand.add_argument("--scale", type=float, default=1.0, help="reward scale")
     rand.add_argument("--misalignment", type=float, default=None,
@@ -88,9 +93,8 @@ def run_front(args) -> int:
 
     instance = load_instance(args.instance)
     beta = check_beta(args.beta)
+    out = output_dir(args.out)
     front = exact_and_zero_shot_front(instance, beta, args.points)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "front.json").write_text(json.dumps(_jsonable(front), indent=1))
     plot_front(front, out / "front.png", title=f"{Path(args.instance).name}, beta = {beta:g}")
     print(json.dumps(_jsonable(front["measures"]), indent=2))
@@ -101,6 +105,8 @@ def run_front(args) -> int:
 def run_random(args) -> int:
     from theory.random_instances import random_bandit, random_tree
 
+    if args.seed < 0:
+        raise ValueError(f"seed: must be >= 0, got {args.seed}")
     rng = np.random.default_rng(args.seed)
     if args.kind == "bandit":
         inst = random_bandit(rng, contexts=args.contexts, responses=args.responses, rewards=args.rewards,
@@ -115,13 +121,14 @@ def run_random(args) -> int:
 def run_claims(args) -> int:
     from theory.claims import run_theory_claims
 
+    if args.seed < 0:
+        raise ValueError(f"seed: must be >= 0, got {args.seed}")
+    out = output_dir(args.out) if args.out is not None else None
     rows = run_theory_claims(seed=args.seed, quick=args.quick)
     for row in rows:
         value = row["value"] if isinstance(row["value"], str) else f"{row['value']:.3g}"
         print(f"{'PASS' if row['passed'] else 'FAIL'}  {row['claim']}: {row['measured']} = {value} "
               f"(threshold {row['threshold']})")
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+    if out is not None:
         (out / "theory_claims.json").write_text(json.dumps(rows, indent=1))
     return 0 if all(row["passed"] for row in rows) else 1

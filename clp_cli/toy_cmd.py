@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+
+from clp_cli.paths import output_dir
 
 
 def add_parser(groups) -> None:
@@ -31,15 +32,18 @@ def _claims(args) -> int:
     from toy.experiments import ToyConfig
 
     torch.set_num_threads(1)
+    if args.seed < 0:
+        raise ValueError(f"seed: must be >= 0, got {args.seed}")
+    out = output_dir(args.out)
     names = getattr(args, "experiments", None)
     for name in names or []:
         if name not in CLAIMS:
             raise ValueError(f"experiments: unknown {name!r}; choose from {', '.join(CLAIMS)}")
     cfg = ToyConfig.quick(args.seed) if args.quick else ToyConfig.full(args.seed)
-    claims = run_claims(cfg, Path(args.out), names, progress=sys.stderr.isatty())
+    claims = run_claims(cfg, out, names, progress=sys.stderr.isatty())
     width = max(len(c.id) for c in claims)
     for c in claims:
         print(f"{c.status:4}  {c.id:{width}}  {c.value:.4g} ({c.threshold})  {c.statement}")
     failed = [c.id for c in claims if c.passed is False]
-    print(f"{len(claims) - len(failed)} of {len(claims)} ok; report: {Path(args.out) / 'report.md'}")
+    print(f"{len(claims) - len(failed)} of {len(claims)} ok; report: {out / 'report.md'}")
     return 1 if failed else 0

@@ -14,18 +14,21 @@ input-conditioned, both, or a plain model that ignores ``w``)::
 
 Policies: ``ParamConditioned`` (CLP / Rewarded Soups), ``InputConditioned`` (prompting),
 ``ParamConditioned.from_base(InputConditioned(...), m, scope)`` (both),
-``Unconditioned(model)`` (a plain GPT). Plain models (``GPT``) are called
+``Unconditioned(model)`` (a plain GPT). ``HFCausalLM(model)`` gives a Hugging Face causal LM
+(peft included) the plain-model convention, so it can be wrapped like a GPT. Plain models (``GPT``) are called
 ``model(idx, cache=None) -> (logits, cache)`` and are what the zero-shot decoding
 baselines (``logit_mix_sample``, ``realign_sample``) mix.
 """
 from clp_min.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from clp_min.conditioning import SCOPES, ParamConditioned, Unconditioned, check_w, mix_parameters
+from clp_min.conditioning import (SCOPES, ParamConditioned, Unconditioned, check_w, describe_scope, mix_lora_delta,
+                                  mix_parameters, resolve_scope)
 from clp_min.decoding import Decoded, logit_mix_sample, realign_sample, sample, sequence_logprobs
+from clp_min.hf import HFCausalLM
 from clp_min.input_cond import InputConditioned, WeightEmbedding
 from clp_min.model import GPT, GPTConfig
 
 __all__ = [
     "GPT", "GPTConfig", "ParamConditioned", "Unconditioned", "InputConditioned", "WeightEmbedding",
-    "SCOPES", "check_w", "mix_parameters", "Decoded", "sample", "logit_mix_sample", "realign_sample",
+    "SCOPES", "check_w", "mix_parameters", "mix_lora_delta", "resolve_scope", "describe_scope", "HFCausalLM", "Decoded", "sample", "logit_mix_sample", "realign_sample",
     "sequence_logprobs", "Checkpoint", "save_checkpoint", "load_checkpoint",
 ]

@@ -16,20 +16,45 @@ finetuned experts and never trained further, the wrapper *is* Rewarded Soups
 
 Scopes (fnmatch patterns matched against every parameter name, aliases included):
 ``"full"`` every parameter; ``"attn"`` the attention projections (``*.attn.c_attn.*``,
-``*.attn.c_proj.*``); ``"logit"`` the unembedding (``lm_head.*``, also inside a wrapper); or a list of patterns.
-A scope that matches no parameter is refused.
+``*.attn.c_proj.*`` of this project's GPT and of transformers GPT-2;
+``*.self_attn.{q,k,v,o}_proj.*`` of Llama-style models); ``"logit"`` the unembedding
+(``lm_head.*``, also inside a wrapper); ``"lora"`` the peft LoRA factors only; or a list
+of patterns. A scope that matches no parameter is refused with the names it saw;
+``describe_scope(module, scope)`` lists what a scope selects.
 
-Tied weights. A GPT with ``tie_weights=True`` has one matrix for the token
-embedding and the unembedding, so scope ``"logit"`` mixes that shared matrix,
-which changes the input embedding as well; the wrapper never unties silently.
-For pure unembedding conditioning (where parameter mixing equals logit mixing
-exactly, P3) build the GPT with ``tie_weights=False``.
+Frozen parameters (``requires_grad=False``, e.g. the base weights of a peft model) stay
+frozen: selected, their copies are frozen too (``frozen="mix"``, default);
+``frozen="skip"`` leaves them out of every scope (on a peft model ``"attn"`` then selects
+only the LoRA factors inside attention); ``frozen="train"`` makes their copies trainable.
 
-Per-example weightings ``[B, m]`` run the module once per example with its own
-mixed parameters, through ``torch.func.vmap`` over ``functional_call``: every
-tensor in the arguments must be batched on dim 0 (``idx``, the KV cache, a prefix)
-and the module sees batch size 1 per example, exactly as if each example were
-run alone. Shared parameters are not copied per example.
+Tied weights. A parameter shared by two names (a GPT's token embedding and unembedding,
+transformers' ``tie_word_embeddings``) that a scope selects under one name only (scope
+``"logit"``) is refused unless the caller chooses: ``untie=True`` gives the unmatched
+name its own unmixed copy and mixes only the unembedding (then parameter mixing equals
+logit mixing exactly, P3), ``mix_tied=True`` mixes the shared matrix, which changes the
+input embedding as well. The wrapper never unties silently.
+
+LoRA (peft). With ``lora_mix="delta"`` (default) each selected pair ``lora_A``/``lora_B``
+is mixed as a weight change, ``Delta W(w) = sum_i w_i B_i A_i`` (mix_lora_delta): the
+soup of the merged experts, and for LoRA on ``lm_head`` logit mixing. ``lora_mix="factors"``
+mixes each factor, ``(sum_i w_i B_i)(sum_i w_i A_i)`` (what Rewarded Soups' code does
+when averaging LoRA weights), which is not linear in ``w``. Under ``"delta"``, ``policy_at``
+exports LoRA factors of rank ``m r``.
+
+Per-example weightings ``[B, m]`` run without a copy of the scoped weights per example
+(clp_min.per_example): grouped by weighting, one batched product per scoped layer
+(``"layers"``, RLOO's layout), or mixing the scoped layers' outputs (``"outputs"``),
+for modules whose scoped parameters sit on ``nn.Linear`` / ``nn.Embedding`` /
+``nn.LayerNorm``; any other module runs once per distinct weighting (``"groups"``) or
+through ``torch.func.vmap`` over ``functional_call`` with one weight copy per example
+(``"vmap"``). Every tensor in the arguments must be batched on dim 0 (``idx``, the KV
+cache, a prefix); each example gets exactly what it would get run alone.
+``ParamConditioned.per_example_path`` says which path runs and why.
+
+Decoding at fixed weightings mixes once: ``with pc.fixed(w) as model:`` yields a plain
+``model(idx, cache)`` (``decoding.sample`` uses it through ``at_weighting``).
+In train mode each group (``groups``) or example (``vmap``, ``randomness="different"``)
+draws its own dropout mask; ``layers`` and ``outputs`` run one call, one mask.
 
 Combining with input conditioning: wrap an ``InputConditioned`` module
 (``ParamConditioned.from_base(InputConditioned(gpt, m, "prefix"), m, "attn")``);
@@ -41,6 +66,8 @@ Every conditioned policy follows one convention: ``policy(w, idx, cache=None) ->
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
+import re
 from fnmatch import fnmatch
 
 import torch
@@ -48,13 +75,21 @@ import torch.nn as nn
 from torch.func import functional_call, vmap
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
+from clp_min.per_example import (check_batched, equal_runs, equal_sizes, group_order, group_rows, mixable,
+                                 mixing_layers, mixing_outputs, permute_batch, run_grouped)
 from theory.checks import check_weights
 
 SCOPES = {
     "full": ["*"],
-    "attn": ["*.attn.c_attn.*", "*.attn.c_proj.*"],
+    "attn": ["*.attn.c_attn.*", "*.attn.c_proj.*",  # clp_min GPT, transformers GPT-2
+             "*.self_attn.q_proj.*", "*.self_attn.k_proj.*",  # Llama, Mistral, Qwen, ...
+             "*.self_attn.v_proj.*", "*.self_attn.o_proj.*"],
     "logit": ["lm_head.*", "*.lm_head.*"],
+    "lora": ["*.lora_A.*", "*.lora_B.*", "*.lora_embedding_A.*", "*.lora_embedding_B.*"],  # peft LoRA factors
 }
+FROZEN = ("skip", "mix", "train")
+LORA_MIX = ("delta", "factors")
+_LORA = re.compile(r"^(.*\.lora_(?:embedding_)?)([AB])(\..+)$")  # prefix, factor, adapter (and .weight)
 
 
 def mix_parameters(theta: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -64,6 +99,54 @@ def mix_parameters(theta: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     Returns ``[...]`` or ``[B, ...]``.
     """
     return torch.tensordot(w, theta, dims=([-1], [0]))  # (B, ...) or (...)
+
+
+class MixParameters(torch.autograd.Function):
+    """``theta_k(w) = sum_i w_i theta_k[i]`` for every scoped tensor k at once, ``w [m]``.
+
+    The same sums as ``mix_parameters``, as one autograd node over all tensors
+    (multi-tensor ``_foreach`` ops): mixing a few dozen tensors one ``tensordot`` each
+    cost about 10% of a forward + backward of the small GPT (bench/clp_min.py).
+    Backward: ``d theta_k[i] = w_i d theta_k``, ``d w_i = sum_k <theta_k[i], d theta_k>``.
+    """
+
+    @staticmethod
+    def forward(ctx, w, *thetas):
+        ctx.save_for_backward(w, *thetas)
+        out = torch._foreach_mul([t[0] for t in thetas], w[0])
+        for i in range(1, w.numel()):
+            torch._foreach_add_(out, torch._foreach_mul([t[i] for t in thetas], w[i]))
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        w, *thetas = ctx.saved_tensors
+        d_thetas = [g.unsqueeze(0) * w.view(-1, *[1] * g.dim()) for g in grads]  # (m, ...) each
+        d_w = None
+        if ctx.needs_input_grad[0]:
+            d_w = torch.stack([sum((t[i] * g).sum() for t, g in zip(thetas, grads)) for i in range(w.numel())])
+        return (d_w, *d_thetas)
+
+
+def mix_lora_delta(A: torch.Tensor, B: torch.Tensor, w: torch.Tensor) -> tuple:
+    """LoRA factors of rank m r whose product is the mixed weight change: B(w) A(w) = sum_i w_i B_i A_i.
+
+    A(w) stacks the scaled ``w_i A_i`` along the rank axis and B(w) the ``B_i``, so the
+    module computes ``sum_i w_i Delta W_i`` (Delta W_i = B_i A_i times peft's scaling): the
+    soup of the merged experts, linear in ``w``. Factor-wise mixing
+    ``(sum_i w_i B_i)(sum_i w_i A_i)`` is not (its cross terms ``w_i w_j B_i A_j``).
+
+    Args: ``A`` ``[m, r, ...]`` (rank on dim 0 of each copy: Linear, Embedding, Conv);
+    ``B`` ``[m, out, r, ...]`` (rank on dim 1); ``w`` ``[m]`` or ``[B, m]``.
+    Returns ``(A(w) [m r, ...], B(w) [out, m r, ...])``, with a leading ``[B]`` for per-example ``w``.
+    """
+    m, r = A.shape[:2]
+    wA = w.reshape(*w.shape, *[1] * (A.dim() - 1)) * A  # (m, r, ...) or (B, m, r, ...)
+    A_w = wA.reshape(*w.shape[:-1], m * r, *A.shape[2:])  # (m r, ...) or (B, m r, ...)
+    B_w = B.movedim(0, 1).reshape(B.size(1), m * r, *B.shape[3:])  # (out, m r, ...)
+    if w.dim() == 2:
+        B_w = B_w.expand(w.size(0), *B_w.shape)  # (B, out, m r, ...), a view
+    return A_w, B_w
 
 
 def check_w(w, m: int, field: str = "w") -> torch.Tensor:
@@ -80,31 +163,77 @@ def check_w(w, m: int, field: str = "w") -> torch.Tensor:
     return t if t.is_floating_point() else t.double()
 
 
-def resolve_scope(module: nn.Module, scope) -> dict:
-    """The parameters a scope selects: ``{canonical name: [every alias name]}``.
-
-    The canonical name is the one ``named_parameters()`` reports; tied parameters
-    have more than one alias and are selected whole if any alias matches.
-    """
+def scope_patterns(scope) -> list:
+    """The fnmatch patterns of a scope name (``SCOPES``) or of a list of patterns."""
     if isinstance(scope, str):
         if scope not in SCOPES:
             raise ValueError(f"scope: unknown scope {scope!r}; use one of {sorted(SCOPES)} "
                              f"or a list of parameter-name patterns")
-        patterns = SCOPES[scope]
-    else:
-        patterns = list(scope)
-        if not patterns or not all(isinstance(p, str) for p in patterns):
-            raise ValueError(f"scope: expected a scope name or a non-empty list of patterns, got {scope!r}")
+        return SCOPES[scope]
+    patterns = list(scope) if isinstance(scope, (list, tuple)) else []
+    if not patterns or not all(isinstance(p, str) for p in patterns):
+        raise ValueError(f"scope: expected a scope name or a non-empty list of patterns, got {scope!r}")
+    return patterns
+
+
+def _name_shapes(module: nn.Module, limit: int = 12) -> str:
+    """Distinct parameter names with layer numbers written ``*`` (what a user needs to write a pattern)."""
+    seen = list(dict.fromkeys(re.sub(r"\.\d+\.", ".*.", n) for n, _ in module.named_parameters()))
+    return ", ".join(seen[:limit]) + (f", ... ({len(seen)} in all)" if len(seen) > limit else "")
+
+
+def resolve_scope(module: nn.Module, scope, frozen: str = "mix") -> dict:
+    """The parameters a scope selects: ``{canonical name: [every alias name]}``.
+
+    The canonical name is the one ``named_parameters()`` reports; tied parameters
+    have more than one alias and are selected whole if any alias matches.
+    Frozen parameters (``requires_grad=False``, e.g. the base weights under peft LoRA)
+    are left out when ``frozen="skip"``.
+    """
+    patterns = scope_patterns(scope)
+    if frozen not in FROZEN:
+        raise ValueError(f"frozen: must be one of {FROZEN}, got {frozen!r}")
     aliases = {}
     for name, p in module.named_parameters(remove_duplicate=False):
         aliases.setdefault(id(p), []).append(name)
-    chosen = {}
+    chosen, skipped = {}, 0
     for name, p in module.named_parameters():
         if any(fnmatch(alias, pat) for alias in aliases[id(p)] for pat in patterns):
-            chosen[name] = aliases[id(p)]
+            if p.requires_grad or frozen != "skip":
+                chosen[name] = aliases[id(p)]
+            else:
+                skipped += 1
     if not chosen:
-        raise ValueError(f"scope: {scope!r} matches no parameter of {type(module).__name__}")
+        why = (f" except {skipped} frozen ones (frozen='skip' leaves them out)" if skipped
+               else f"; its parameters are named like: {_name_shapes(module)}")
+        raise ValueError(f"scope: {scope!r} matches no parameter of {type(module).__name__}{why}")
     return chosen
+
+
+def _tied_outside(scope, chosen: dict) -> dict:
+    """``{name: [aliases the scope does not match]}`` for selected parameters tied to unselected names."""
+    patterns = scope_patterns(scope)
+    out = {}
+    for name, names in chosen.items():
+        outside = [a for a in names if not any(fnmatch(a, pat) for pat in patterns)]
+        if outside:
+            out[name] = outside
+    return out
+
+
+def describe_scope(module: nn.Module, scope, frozen: str = "mix") -> str:
+    """What ``scope`` selects in ``module``, one line per parameter (name, shape, aliases), for printing."""
+    chosen = resolve_scope(module, scope, frozen)
+    tied = _tied_outside(scope, chosen)
+    lines = []
+    for name, names in chosen.items():
+        p = module.get_parameter(name)
+        note = f"  tied to {', '.join(tied[name])} (needs untie=True or mix_tied=True)" if name in tied else ""
+        lines.append(f"{name} {tuple(p.shape)}{'' if p.requires_grad else ' frozen'}{note}")
+    total = sum(module.get_parameter(n).numel() for n in chosen)
+    lines.append(f"{len(chosen)} tensors, {total} of {sum(p.numel() for p in module.parameters())} "
+                 f"parameters selected by scope {scope!r}")
+    return "\n".join(lines)
 
 
 def _owner(module: nn.Module, name: str):
@@ -112,39 +241,92 @@ def _owner(module: nn.Module, name: str):
     return (module.get_submodule(path) if path else module), attr
 
 
+def _untie_configs(module: nn.Module) -> None:
+    """Tell transformers configs inside ``module`` that its embeddings are now untied (save/reload keep it)."""
+    for sub in module.modules():
+        config = getattr(sub, "config", None)
+        if getattr(config, "tie_word_embeddings", False) is True:
+            config.tie_word_embeddings = False
+
+
 class ParamConditioned(nn.Module):
     """``module`` run with its scoped parameters mixed as ``theta_c(w) = sum_i w_i theta_i``.
 
+    Options:
+        untie: a selected parameter tied to a name the scope does not match (scope
+            ``"logit"`` on tied embeddings) gets its own unmixed copy under that name;
+            only the matched names are mixed (pure unembedding mixing, P3).
+        mix_tied: mix such a tied parameter whole (the input embedding changes too).
+            Without either, such a scope is refused.
+        frozen: what a scope does with frozen parameters (``requires_grad=False``):
+            ``"mix"`` selects them like any other and their copies stay frozen (default),
+            ``"skip"`` never selects them (they stay shared and frozen), ``"train"`` selects
+            them with trainable copies.
+        lora_mix: ``"delta"`` mixes each peft LoRA pair's weight change, ``sum_i w_i B_i A_i``
+            (mix_lora_delta); ``"factors"`` mixes the factors one by one,
+            ``(sum_i w_i B_i)(sum_i w_i A_i)``.
+
     Attributes: ``base`` (the module without its scoped parameters, holding the shared
     ones), ``thetas`` (one ``[m, ...]`` parameter per scoped name, copy i at index i),
-    ``names`` (the scoped canonical names, aligned with ``thetas``), ``m``, ``scope``.
+    ``names`` (the scoped canonical names, aligned with ``thetas``), ``m``, ``scope``,
+    and the options above.
     """
 
-    def __init__(self, module: nn.Module, m: int, scope):
+    def __init__(self, module: nn.Module, m: int, scope, untie: bool = False, mix_tied: bool = False,
+                 frozen: str = "mix", lora_mix: str = "delta"):
         super().__init__()
         if isinstance(m, bool) or not isinstance(m, int) or m < 1:
             raise ValueError(f"m: must be a positive integer, got {m!r}")
-        self.m, self.scope = m, scope
-        self.aliases = resolve_scope(module, scope)
-        self.names = list(self.aliases)
+        if untie and mix_tied:
+            raise ValueError("untie: untie=True and mix_tied=True exclude each other")
+        if lora_mix not in LORA_MIX:
+            raise ValueError(f"lora_mix: must be one of {LORA_MIX}, got {lora_mix!r}")
+        self.m, self.scope, self.untie, self.mix_tied, self.frozen, self.lora_mix = \
+            m, scope, bool(untie), bool(mix_tied), frozen, lora_mix
+        chosen = resolve_scope(module, scope, frozen)
+        tied = _tied_outside(scope, chosen)
+        if tied and not (untie or mix_tied):
+            name = next(iter(tied))
+            inside = [a for a in chosen[name] if a not in tied[name]]
+            raise ValueError(f"scope: {scope!r} selects {inside[0]}, which is tied to {tied[name][0]}; mixing it "
+                             f"would change both. Pass untie=True (mix only {inside[0]}) or mix_tied=True")
         self.base = copy.deepcopy(module)
+        self.aliases = {}
+        for name, names in chosen.items():
+            if untie and name in tied:
+                p = self.base.get_parameter(name)
+                for alias in tied[name]:  # its own copy, shared across w, as trainable as before
+                    owner, attr = _owner(self.base, alias)
+                    owner.register_parameter(attr, nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad))
+                names = [a for a in names if a not in tied[name]]
+                name = names[0]
+            self.aliases[name] = names
+        if untie and tied:
+            _untie_configs(self.base)
+        self.names = list(self.aliases)
+        self.lora_pairs = _lora_pairs(self.names) if lora_mix == "delta" else {}
         thetas = []
         for name in self.names:
             p = self.base.get_parameter(name)
-            thetas.append(nn.Parameter(p.detach().unsqueeze(0).repeat(m, *[1] * p.dim())))  # (m, ...)
+            thetas.append(nn.Parameter(p.detach().unsqueeze(0).repeat(m, *[1] * p.dim()),  # (m, ...)
+                                       requires_grad=p.requires_grad or frozen == "train"))
             for alias in self.aliases[name]:
                 owner, attr = _owner(self.base, alias)
                 delattr(owner, attr)  # stored once, in thetas
         self.thetas = nn.ParameterList(thetas)
         self.takes_w_inner = getattr(module, "takes_w", False)
+        # Layers whose outputs can be mixed per example (clp_min.per_example); not under LoRA's
+        # delta mixing, whose mixed factors (rank m r) are not a per-layer mixture of the copies.
+        self._owners = {} if self.lora_pairs else mixable(self.base, [a for n in self.names for a in self.aliases[n]])
+        self.per_example = "auto"  # or "layers", "outputs", "groups", "vmap": see per_example_path
 
     @classmethod
-    def from_base(cls, module: nn.Module, m: int, scope) -> "ParamConditioned":
+    def from_base(cls, module: nn.Module, m: int, scope, **options) -> "ParamConditioned":
         """All m copies start at ``module``'s parameters (``module`` itself is not modified)."""
-        return cls(module, m, scope)
+        return cls(module, m, scope, **options)
 
     @classmethod
-    def from_experts(cls, modules, scope) -> "ParamConditioned":
+    def from_experts(cls, modules, scope, **options) -> "ParamConditioned":
         """Copy i is expert i's scoped parameters; shared parameters must agree across experts.
 
         Built this way and never trained, the wrapper is Rewarded Soups (P3).
@@ -162,7 +344,7 @@ class ParamConditioned(nn.Module):
                 if params[name].shape != p.shape:
                     raise ValueError(f"modules: parameter {name} has shape {tuple(params[name].shape)} "
                                      f"in expert {j} but {tuple(p.shape)} in expert 0")
-        wrapper = cls(modules[0], len(modules), scope)
+        wrapper = cls(modules[0], len(modules), scope, **options)
         for j, other in enumerate(modules[1:], start=1):
             for name, p in other.named_parameters():
                 if name not in wrapper.aliases and not torch.equal(p, ref[name]):
@@ -174,32 +356,99 @@ class ParamConditioned(nn.Module):
         return wrapper
 
     def mixed_parameters(self, w: torch.Tensor) -> dict:
-        """``{alias: theta_c(w)}`` for every scoped name and alias; ``w`` already checked."""
-        out = {}
-        for name, theta in zip(self.names, self.thetas):
-            mixed = mix_parameters(theta, w.to(theta.dtype))
-            for alias in self.aliases[name]:
-                out[alias] = mixed
-        return out
+        """``{alias: theta_c(w)}`` for every scoped name and alias; ``w`` ``[m]`` or ``[G, m]``, already checked.
+
+        LoRA pairs under ``lora_mix="delta"`` get the rank-``m r`` factors of mix_lora_delta; for
+        ``w [m]`` every other scoped tensor is mixed by one fused node (MixParameters).
+        """
+        thetas = dict(zip(self.names, self.thetas))
+        mixed = {}
+        for name, theta in thetas.items():
+            if name in self.lora_pairs:
+                b_name = self.lora_pairs[name]
+                mixed[name], mixed[b_name] = mix_lora_delta(theta, thetas[b_name], w.to(theta.dtype))
+        plain = [name for name in self.names if name not in mixed]
+        dtypes = {thetas[name].dtype for name in plain}
+        if w.dim() == 1 and len(dtypes) == 1:  # the training and decoding case
+            mixed.update(zip(plain, MixParameters.apply(w.to(dtypes.pop()), *[thetas[n] for n in plain])))
+        else:
+            mixed.update((name, mix_parameters(thetas[name], w.to(thetas[name].dtype))) for name in plain)
+        return {alias: mixed[name] for name in self.names for alias in self.aliases[name]}
 
     def forward(self, w, *args, **kwargs):
         """Run the module at ``theta_c(w)``; ``w`` is ``[m]`` (whole batch) or ``[B, m]`` (per example)."""
         w = check_w(w, self.m).to(self.thetas[0].device)
         if self.takes_w_inner:
             args, kwargs = (w, *args), {**kwargs, "checked": True}
-        params = self.mixed_parameters(w)
         if w.dim() == 1:
-            return functional_call(self.base, params, tuple(args), kwargs)
-        return self._per_example(w, params, args, kwargs)
+            return functional_call(self.base, self.mixed_parameters(w), tuple(args), kwargs)
+        return self._per_example(w, args, kwargs)
 
-    def _per_example(self, w, params, args, kwargs):
+    def per_example_path(self, rows: list) -> str:
+        """How ``w [B, m]`` with distinct weightings at ``rows`` runs (clp_min.per_example):
+
+            "layers"   every scoped parameter on a mixable layer and the groups of one size
+                       (RLOO): each scoped layer is one batched product over the groups;
+            "outputs"  every scoped parameter on a mixable layer: mix the layers' outputs;
+            "groups"   any module, at most B/2 distinct weightings: one call per group;
+            "vmap"     any module: one weight copy per example.
+
+        ``self.per_example = "auto"`` picks in that order, by what bench/clp_min.py measured
+        on the GPT (forward + backward, B = 16); set it to a path name to force one
+        (``"layers"`` on groups of different sizes runs ``"outputs"``).
+        """
+        B = sum(r.numel() for r in rows)
+        if self.per_example not in ("auto", "layers", "outputs", "groups", "vmap"):
+            raise ValueError(f"per_example: must be 'auto', 'layers', 'outputs', 'groups' or 'vmap', "
+                             f"got {self.per_example!r}")
+        if self.per_example in ("layers", "outputs") and not self._owners:
+            raise ValueError(f"per_example: {self.per_example!r} needs every scoped parameter on an "
+                             f"nn.Linear, nn.Embedding or nn.LayerNorm; use 'groups' or 'vmap'")
+        if self.per_example == "layers" and not equal_sizes(rows):
+            return "outputs"  # groups of different sizes: one batched product cannot hold them
+        if self.per_example != "auto":
+            return self.per_example
+        if self._owners:
+            return "layers" if equal_sizes(rows) and len(rows) < B else "outputs"
+        return "groups" if 2 * len(rows) <= B else "vmap"
+
+    def _per_example(self, w, args, kwargs):
         B = w.size(0)
+        check_batched(tree_flatten((tuple(args), kwargs))[0], B)
+        runs = equal_runs(w) if self._owners and self.per_example in ("auto", "layers") else None
+        if runs is not None and runs.size(0) < B:  # RLOO's layout: no grouping, no permutation
+            with mixing_layers(self.base, self._owners, self.mixed_parameters(runs), runs.size(0),
+                               B // runs.size(0)):
+                return self.base(*args, **kwargs)
+        distinct, rows = group_rows(w)
+        path = self.per_example_path(rows)
+        if path == "layers":
+            perm, back = group_order(rows)
+            args, kwargs = permute_batch((tuple(args), kwargs), perm)
+            with mixing_layers(self.base, self._owners, self.mixed_parameters(distinct), len(rows), B // len(rows)):
+                return permute_batch(self.base(*args, **kwargs), back)
+        if path == "outputs":
+            with mixing_outputs(self.base, self._owners, self._owner_thetas(w.dtype), w):
+                return self.base(*args, **kwargs)
+        if path == "groups":
+            return run_grouped(lambda g, a, k: functional_call(self.base, self.mixed_parameters(distinct[g]), a, k),
+                               rows, args, kwargs)
+        return self._vmap(w, args, kwargs)
+
+    def _owner_thetas(self, dtype) -> dict:
+        """``{owner path: {attr: [m, ...]}}`` over every alias of every scoped name."""
+        out = {}
+        for name, theta in zip(self.names, self.thetas):
+            for alias in self.aliases[name]:
+                path, _, attr = alias.rpartition(".")
+                out.setdefault(path, {})[attr] = theta.to(dtype)
+        return out
+
+    def _vmap(self, w, args, kwargs):
+        """One copy of the scoped weights per example, through ``torch.func.vmap``."""
+        params = self.mixed_parameters(w)  # (B, ...) per name
         leaves, spec = tree_flatten((tuple(args), kwargs))
         batched = [isinstance(x, torch.Tensor) for x in leaves]
-        for x, b in zip(leaves, batched):
-            if b and (x.dim() == 0 or x.size(0) != B):
-                raise ValueError(f"w: {B} per-example weightings but an input has shape {tuple(x.shape)} "
-                                 f"(every tensor argument must have batch size {B} on dim 0)")
 
         def one_example(params_b, *tensors_b):
             it = iter(tensors_b)
@@ -209,7 +458,51 @@ class ParamConditioned(nn.Module):
             return tree_map(lambda t: t.squeeze(0) if isinstance(t, torch.Tensor) else t, out)
 
         tensors = [x for x, b in zip(leaves, batched) if b]
-        return vmap(one_example)(params, *tensors)
+        return vmap(one_example, randomness="different")(params, *tensors)
+
+    @contextmanager
+    def fixed(self, w):
+        """Mix once for a whole decoding: yields ``model(idx, cache=None, **kw) -> (logits, cache)`` at ``w``.
+
+        ``w [m]``: the mixed parameters are set on ``base`` for the duration of the block
+        (one plain forward per call, nothing re-mixed, no copy of the module); ``w [B, m]``:
+        mixed once per distinct weighting, each call runs the groups (clp_min.per_example).
+        Same numbers as calling the wrapper with ``w`` at every step; not re-entrant.
+        """
+        w = check_w(w, self.m).to(self.thetas[0].device)
+        pre = (w,) if self.takes_w_inner else ()
+        extra = {"checked": True} if self.takes_w_inner else {}
+        if w.dim() == 1:
+            with _attached(self.base, self.mixed_parameters(w)):
+                yield lambda *args, **kwargs: self.base(*pre, *args, **kwargs, **extra)
+            return
+        check_batched([w], w.size(0))
+        distinct, rows = group_rows(w)
+        if len(rows) == 1:
+            def one(*args, **kwargs):
+                check_batched(tree_flatten((args, kwargs))[0], w.size(0))
+                return self.base(*pre, *args, **kwargs, **extra)
+            with _attached(self.base, self.mixed_parameters(distinct[0])):
+                yield one
+            return
+        if self.per_example_path(rows) == "layers":
+            perm, back = group_order(rows)
+            mixed = self.mixed_parameters(distinct)  # (G, ...) per name
+
+            def model(*args, **kwargs):
+                check_batched(tree_flatten((args, kwargs))[0], w.size(0))
+                args, kwargs = permute_batch(((*pre, *args), {**kwargs, **extra}), perm)
+                return permute_batch(self.base(*args, **kwargs), back)
+            with mixing_layers(self.base, self._owners, mixed, len(rows), w.size(0) // len(rows)):
+                yield model
+            return
+        mixed = [self.mixed_parameters(distinct[g]) for g in range(len(rows))]
+
+        def model(*args, **kwargs):
+            args, kwargs = (*pre, *args), {**kwargs, **extra}
+            check_batched(tree_flatten((args, kwargs))[0], w.size(0))
+            return run_grouped(lambda g, a, k: functional_call(self.base, mixed[g], a, k), rows, args, kwargs)
+        yield model
 
     @torch.no_grad()
     def policy_at(self, w) -> nn.Module:
@@ -226,6 +519,50 @@ class ParamConditioned(nn.Module):
                 owner, attr = _owner(module, alias)
                 owner.register_parameter(attr, p)
         return module
+
+
+@contextmanager
+def _attached(module: nn.Module, params: dict):
+    """Set ``{alias: tensor}`` as plain attributes of ``module`` (where the scoped parameters were) for a block."""
+    owners = [(*_owner(module, name), t) for name, t in params.items()]
+    try:
+        for owner, attr, t in owners:
+            owner.__dict__[attr] = t  # a plain attribute where the parameter was
+        yield
+    finally:
+        for owner, attr, _ in owners:
+            owner.__dict__.pop(attr, None)
+
+
+@contextmanager
+def at_weighting(policy, w):
+    """Yields ``model(idx, cache=None, **kw) -> (logits, cache)``: ``policy`` at a fixed ``w`` for many calls.
+
+    A ``ParamConditioned`` policy mixes once (``ParamConditioned.fixed``); any other
+    conditioned policy is called with ``w`` each time.
+    """
+    if isinstance(policy, ParamConditioned):
+        with policy.fixed(w) as model:
+            yield model
+    else:
+        yield lambda *args, **kwargs: policy(w, *args, **kwargs)
+
+
+def _lora_pairs(names: list) -> dict:
+    """``{lora_A name: lora_B name}`` for every peft LoRA pair among ``names``; a lone factor is refused."""
+    pairs = {}
+    for name in names:
+        match = _LORA.match(name)
+        if match is None:
+            continue
+        prefix, factor, rest = match.groups()
+        partner = f"{prefix}{'B' if factor == 'A' else 'A'}{rest}"
+        if partner not in names:
+            raise ValueError(f"scope: selects LoRA factor {name} but not {partner}; lora_mix='delta' mixes "
+                             f"B_i A_i and needs both (or pass lora_mix='factors')")
+        if factor == "A":
+            pairs[name] = partner
+    return pairs
 
 
 class Unconditioned(nn.Module):

@@ -8,13 +8,16 @@
     sequence_logprobs(policy, w, prompt, response)   exact log pi(response_t | prefix), one full pass
 
 ``policy`` follows the convention ``policy(w, idx, cache=None) -> (logits, cache)``;
-the baselines mix plain models ``model(idx, cache=None) -> (logits, cache)``. The
+the baselines mix plain models ``model(idx, cache=None) -> (logits, cache)``. A Hugging
+Face model gets that convention from ``clp_min.hf.HFCausalLM``; its bare ``ModelOutput``
+is refused. The
 mixing itself is theory.mixing.logit_mix / kl_weight_mix (the one implementation;
 float64 numpy, per step on ``[B, V]`` rows, which is cheap at this size).
 
-A ``ParamConditioned`` policy mixes its parameters at every call. To decode at one
-fixed ``w``, ``sample(Unconditioned(policy.policy_at(w)), w, ...)`` mixes once (same
-outputs; bench/clp_min.py measures the difference).
+``sample`` fixes the policy at ``w`` for the whole call (``conditioning.at_weighting``):
+a ``ParamConditioned`` policy mixes its parameters once (once per distinct weighting
+for ``w [B, m]``), then every step is one plain forward pass, with the same outputs as
+mixing at every call (tested); bench/clp_min.py measures it against the unconditioned model.
 
 A *step* feeds the prompt (first step) or the last sampled token (later steps)
 through the cache, so N new tokens cost N calls per model. ``model_calls`` counts
@@ -33,7 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clp_min.conditioning import check_w
+from clp_min.conditioning import at_weighting, check_w
+from clp_min.model import check_same_vocab
 from theory.checks import check_lam
 from theory.mixing import kl_weight_mix, logit_mix
 
@@ -52,6 +56,14 @@ def _log_probs(logits):
     return F.log_softmax(logits if logits.dtype == torch.float64 else logits.float(), dim=-1)
 
 
+def _pair(out):
+    """A model call's ``(logits, cache)``; a transformers ``ModelOutput`` is refused, naming the adapter."""
+    if not isinstance(out, tuple):
+        raise ValueError(f"model: returned a {type(out).__name__}, not (logits, cache); wrap a Hugging Face "
+                         f"model as clp_min.hf.HFCausalLM(model)")
+    return out
+
+
 def _check_decode_args(prompt, max_new_tokens, temperature, top_k):
     if not isinstance(prompt, torch.Tensor) or prompt.dim() != 2 or prompt.size(1) < 1:
         raise ValueError("prompt: expected a [B, P] tensor of token ids with P >= 1")
@@ -61,6 +73,17 @@ def _check_decode_args(prompt, max_new_tokens, temperature, top_k):
         raise ValueError(f"temperature: must be finite and > 0, got {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k: must be None or a positive integer, got {top_k!r}")
+
+
+def draw_tokens(probs: torch.Tensor, generator) -> torch.Tensor:
+    """One token per row ``[B, 1]``. ``generator``: None, one torch.Generator, or a list of G
+    generators, one per consecutive group of B / G rows (per-prompt streams, clp_min.distributed).
+    Draws happen on the generators' device (a CPU generator serves a CUDA model)."""
+    gens = generator if isinstance(generator, (list, tuple)) else [generator]
+    groups = probs.split(probs.size(0) // len(gens))  # G x (B / G, V)
+    a = [torch.multinomial(p if g is None or g.device == p.device else p.to(g.device), 1, generator=g)
+         for p, g in zip(groups, gens)]
+    return torch.cat(a).to(probs.device)
 
 
 def _decode(step, prompt, max_new_tokens, temperature, top_k, generator, eos, calls_per_step):
@@ -76,7 +99,7 @@ def _decode(step, prompt, max_new_tokens, temperature, top_k, generator, eos, ca
             kth = torch.topk(logp, top_k, dim=-1).values[:, -1:]  # (B, 1)
             logp = logp.masked_fill(logp < kth, float("-inf"))
         logp = F.log_softmax(logp, dim=-1)
-        a = torch.multinomial(logp.exp(), 1, generator=generator)  # (B, 1)
+        a = draw_tokens(logp.exp(), generator)  # (B, 1)
         lp = logp.gather(1, a).squeeze(1)  # (B,)
         if eos is not None:
             a = a.masked_fill(done[:, None], eos)
@@ -96,14 +119,20 @@ def _decode(step, prompt, max_new_tokens, temperature, top_k, generator, eos, ca
 @torch.no_grad()
 def sample(policy, w, prompt, max_new_tokens: int, temperature: float = 1.0, top_k=None,
            generator=None, eos=None) -> Decoded:
-    """Sample from a conditioned policy at weighting ``w`` (``[m]`` or ``[B, m]``) with a KV cache."""
+    """Sample from a conditioned policy at weighting ``w`` (``[m]`` or ``[B, m]``) with a KV cache.
+
+    The policy is fixed at ``w`` once for the whole call (``at_weighting``): a
+    ``ParamConditioned`` policy mixes its parameters once (per distinct weighting),
+    not at every step; the tokens and log-probs are those of calling it at every step.
+    """
+    _check_decode_args(prompt, max_new_tokens, temperature, top_k)
     state = {"cache": None}
+    with at_weighting(policy, w) as model:
+        def step(idx):
+            logits, state["cache"] = _pair(model(idx, cache=state["cache"]))
+            return _log_probs(logits[:, -1])  # (B, V)
 
-    def step(idx):
-        logits, state["cache"] = policy(w, idx, cache=state["cache"])
-        return _log_probs(logits[:, -1])  # (B, V)
-
-    return _decode(step, prompt, max_new_tokens, temperature, top_k, generator, eos, 1)
+        return _decode(step, prompt, max_new_tokens, temperature, top_k, generator, eos, 1)
 
 
 def _mixed_step(models, w_rows):
@@ -113,7 +142,7 @@ def _mixed_step(models, w_rows):
     def step(idx):
         log_pis = []
         for i, model in enumerate(models):
-            logits, caches[i] = model(idx, cache=caches[i])
+            logits, caches[i] = _pair(model(idx, cache=caches[i]))
             log_pis.append(F.log_softmax(logits[:, -1].double(), dim=-1))
         log_pis = torch.stack(log_pis).cpu().numpy()  # (m, B, V)
         B = log_pis.shape[1]
@@ -133,6 +162,7 @@ def logit_mix_sample(models, w, prompt, max_new_tokens: int, temperature: float 
     models = list(models)
     if not models:
         raise ValueError("models: no models given")
+    check_same_vocab(models)
     w_rows = check_w(w, len(models)).detach().cpu().double().numpy().reshape(-1, len(models))  # (1 or B, m)
     if w_rows.shape[0] not in (1, prompt.size(0)):
         raise ValueError(f"w: {w_rows.shape[0]} weightings for a batch of {prompt.size(0)} prompts")
@@ -149,6 +179,7 @@ def realign_sample(ref, tuned, lam, prompt, max_new_tokens: int, temperature: fl
     ``beta / lam`` on a one-token response (tested against theory.gibbs). Any ``lam > 0``
     is accepted (``lam > 1`` extrapolates, as in the realignment literature).
     """
+    check_same_vocab([ref, tuned], "tuned")
     lam_arr = check_lam(lam, "lam")
     if lam_arr.size != 1:
         raise ValueError(f"lam: expected one number, got {lam_arr.size}")
@@ -158,7 +189,7 @@ def realign_sample(ref, tuned, lam, prompt, max_new_tokens: int, temperature: fl
     def step(idx):
         log_pis = []
         for i, model in enumerate((ref, tuned)):
-            logits, caches[i] = model(idx, cache=caches[i])
+            logits, caches[i] = _pair(model(idx, cache=caches[i]))
             log_pis.append(F.log_softmax(logits[:, -1].double(), dim=-1).cpu().numpy())
         mixed = kl_weight_mix(log_pis[0], log_pis[1], np.array([lam]))[0]  # (B, V)
         return torch.from_numpy(mixed).to(idx.device)  # float64, as theory computed it
@@ -173,6 +204,6 @@ def sequence_logprobs(policy, w, prompt, response) -> torch.Tensor:
                          f"{tuple(prompt.shape)} and {tuple(response.shape)}")
     P, N = prompt.size(1), response.size(1)
     idx = torch.cat([prompt, response], dim=1)  # (B, P+N)
-    logits, _ = policy(w, idx[:, :-1])  # (B, P+N-1, V): position t predicts token t+1
+    logits, _ = _pair(policy(w, idx[:, :-1]))  # (B, P+N-1, V): position t predicts token t+1
     logp = _log_probs(logits[:, P - 1:])  # (B, N, V)
     return logp.gather(2, response[:, :, None]).squeeze(2)  # (B, N)

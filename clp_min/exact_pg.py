@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from clp_min import task as tk
 from clp_min.conditioning import Unconditioned
 from clp_min.exact import MAX_LEAVES
-from clp_min.rl import reward_vectors
+from clp_min.rl import draw_prompts, reward_vectors
 
 
 def check_enumerable(cfg: tk.TaskConfig) -> None:
@@ -69,7 +69,7 @@ def response_log_probs(policy, w: torch.Tensor, prompts: torch.Tensor, V: int, T
             (ignored by an unconditioned policy).
         prompts: ``[P, L]``.
     """
-    Y, prefixes, rows = _gather_plan(V, T)
+    Y, prefixes, rows = (t.to(prompts.device) for t in _gather_plan(V, T))
     P, L = prompts.shape
     n = prefixes.size(0)
     idx = torch.cat([prompts.repeat_interleave(n, dim=0), prefixes.repeat(P, 1)], dim=1)  # (P*n, L+T-1)
@@ -78,7 +78,7 @@ def response_log_probs(policy, w: torch.Tensor, prompts: torch.Tensor, V: int, T
     else:  # one call per prompt at its weighting w [m] (mixes the parameters once per prompt, not per row)
         logits = torch.cat([policy(w[p], idx[p * n:(p + 1) * n])[0] for p in range(P)])
     logp = F.log_softmax(logits, dim=-1).view(P, n, L + T - 1, V)[:, :, L - 1:]  # (P, n, T, V)
-    depth = torch.arange(T).expand_as(rows)  # (N, T)
+    depth = torch.arange(T, device=rows.device).expand_as(rows)  # (N, T)
     token_logp = logp[:, rows, depth, Y]  # (P, N, T): log pi(y_t | x, y_<t)
     return (token_logp * tk.decision_mask(Y)).sum(dim=-1), Y
 
@@ -114,14 +114,15 @@ def batch_objective(policy, pi_ref, cfg: tk.TaskConfig, prompts: torch.Tensor, w
 
 
 def exact_step(policy, pi_ref, optimizer, cfg: tk.TaskConfig, w_prompts: np.ndarray, beta: float,
-               generator: torch.Generator, steer_kl: bool = False) -> dict:
+               generator, steer_kl: bool = False) -> dict:
     """One Adam step on ``- mean_x J_{w_x}(x)`` over ``P = len(w_prompts)`` fresh training prompts.
 
     Same contract and statistics as ``clp_min.rl.rl_step`` (which estimates this gradient by RLOO).
     """
     P = w_prompts.shape[0]
-    prompts = tk.sample_prompts(cfg, P, generator, split="train")  # (P, L)
-    w = torch.from_numpy(w_prompts).float()  # (P, m)
+    device = next(pi_ref.parameters()).device
+    prompts = draw_prompts(cfg, P, generator).to(device)  # (P, L) training prompts
+    w = torch.from_numpy(w_prompts).float().to(device)  # (P, m)
     out = batch_objective(policy, pi_ref, cfg, prompts, w, beta, steer_kl)
     loss = -out["objective"].mean()
     optimizer.zero_grad(set_to_none=True)

@@ -30,6 +30,33 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+MAX_VOCAB = 2 ** 17  # bounded work: checked before anything is allocated (README, "Limits")
+MAX_BLOCK = 4096  # the causal mask is [block_size, block_size]
+MAX_PARAMS = 10 ** 8  # (V + block_size) C + 12 n_layer C^2, about 400 MB of float32
+
+
+def check_token_ids(idx, vocab_size: int, field: str = "idx") -> None:
+    """Token ids enter here: an integer tensor with every id in ``[0, vocab_size)``."""
+    if not isinstance(idx, torch.Tensor):
+        raise ValueError(f"{field}: expected a torch.Tensor of token ids, got {type(idx).__name__}")
+    while torch._C._functorch.is_batchedtensor(idx):  # under vmap (per-example w): check the whole batch
+        idx = torch._C._functorch.get_unwrapped(idx)
+    if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+        raise ValueError(f"{field}: token ids must be an integer tensor, got dtype {idx.dtype}")
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= vocab_size):
+        raise ValueError(f"{field}: token ids must lie in [0, {vocab_size}), got min {int(idx.min())}, "
+                         f"max {int(idx.max())}")
+
+
+def check_same_vocab(models, field: str = "models") -> None:
+    """Models mixed token by token must share one vocabulary (``config.vocab_size`` where they have one)."""
+    sizes = [getattr(getattr(m, "config", None), "vocab_size", None) for m in models]
+    known = {v for v in sizes if v is not None}
+    if len(known) > 1:
+        raise ValueError(f"{field}: vocabularies differ ({', '.join(str(v) for v in sizes)}); "
+                         f"token-level mixing needs one vocabulary")
+
+
 @dataclass
 class GPTConfig:
     vocab_size: int  # V, number of token ids
@@ -46,6 +73,15 @@ class GPTConfig:
                 raise ValueError(f"{field}: must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_head: {self.n_head} does not divide n_embd = {self.n_embd}")
+        if self.vocab_size > MAX_VOCAB:
+            raise ValueError(f"vocab_size: {self.vocab_size} exceeds the limit of {MAX_VOCAB}")
+        if self.block_size > MAX_BLOCK:
+            raise ValueError(f"block_size: {self.block_size} positions exceed the limit of {MAX_BLOCK}")
+        C = self.n_embd
+        params = (self.vocab_size + self.block_size) * C + 12 * self.n_layer * C * C
+        if params > MAX_PARAMS:
+            raise ValueError(f"n_embd: about {params:.3g} parameters (n_layer {self.n_layer}, n_embd {C}) "
+                             f"exceed the limit of {MAX_PARAMS:g}")
 
 
 class CausalSelfAttention(nn.Module):
@@ -140,6 +176,7 @@ class GPT(nn.Module):
         Returns:
             ``(logits [B, T, V], cache)``.
         """
+        check_token_ids(idx, self.config.vocab_size)
         B, T = idx.size()
         x = self.transformer.wte(idx)  # (B, T, C)
         if input_add is not None:

@@ -62,7 +62,7 @@ def pad_responses(tokens: torch.Tensor, T: int) -> torch.Tensor:
     B, N = tokens.shape
     if N == T:
         return tokens
-    return torch.cat([tokens, torch.full((B, T - N), tk.EOS, dtype=tokens.dtype)], dim=1)
+    return torch.cat([tokens, torch.full((B, T - N), tk.EOS, dtype=tokens.dtype, device=tokens.device)], dim=1)
 
 
 def response_logprobs(policy, w: torch.Tensor, prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
@@ -77,6 +77,14 @@ def leave_one_out_advantages(R: torch.Tensor) -> torch.Tensor:
     return R - (R.sum(dim=1, keepdim=True) - R) / (n - 1)
 
 
+def draw_prompts(cfg: tk.TaskConfig, P: int, generator) -> torch.Tensor:
+    """``[P, L]`` training prompts (never held out, ``task.is_heldout``) from one torch.Generator, or one
+    prompt from each of P generators."""
+    if isinstance(generator, (list, tuple)):
+        return torch.cat([tk.sample_prompts(cfg, 1, g, split="train") for g in generator])
+    return tk.sample_prompts(cfg, P, generator, split="train")
+
+
 def rl_step(policy, pi_ref, optimizer, cfg: tk.TaskConfig, w_prompts: np.ndarray, n: int, beta: float,
             generator: torch.Generator, steer_kl: bool = False) -> dict:
     """One RLOO update of ``policy`` on ``P = len(w_prompts)`` fresh training prompts with ``n`` samples each.
@@ -85,17 +93,20 @@ def rl_step(policy, pi_ref, optimizer, cfg: tk.TaskConfig, w_prompts: np.ndarray
         policy: conditioned policy ``policy(w, idx, cache) -> (logits, cache)`` being trained.
         pi_ref: the frozen reference, a plain GPT.
         w_prompts: ``[P, m]`` one weighting per prompt (already drawn and checked).
+        generator: one torch.Generator for prompts and samples, or P of them, one per prompt
+            (per-prompt streams, clp_min.distributed).
     Returns: scalar statistics of the batch (rewards ``[m]`` means, KL, objective, loss).
     """
     P = w_prompts.shape[0]
-    prompts = tk.sample_prompts(cfg, P, generator, split="train").repeat_interleave(n, dim=0)  # (B, L)
-    w = torch.from_numpy(w_prompts).float().repeat_interleave(n, dim=0)  # (B, m)
+    device = next(pi_ref.parameters()).device
+    prompts = draw_prompts(cfg, P, generator).repeat_interleave(n, dim=0).to(device)  # (B, L)
+    w = torch.from_numpy(w_prompts).float().repeat_interleave(n, dim=0).to(device)  # (B, m)
     responses = pad_responses(sample(policy, w, prompts, cfg.response_len, generator=generator,
                                      eos=tk.EOS).tokens, cfg.response_len)  # (B, T)
     logp = response_logprobs(policy, w, prompts, responses)  # (B,) differentiable
     with torch.no_grad():
         logp_ref = response_logprobs(Unconditioned(pi_ref), w, prompts, responses)
-        r = reward_vectors(cfg, prompts, responses, steer_kl).float()  # (B, m)
+        r = reward_vectors(cfg, prompts.cpu(), responses.cpu(), steer_kl).float().to(device)  # (B, m)
         kl = logp.detach() - logp_ref  # single-sample estimate of the sequence KL
         R = (w * r).sum(dim=1) - beta * kl  # (B,)
         A = leave_one_out_advantages(R.view(P, n)).view(-1)  # (B,)

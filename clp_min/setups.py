@@ -111,38 +111,59 @@ def _config(setup: dict, scale: Scale, seed: int, ref_path: Path, out: Path, **k
                        log_every=max(1, steps // 10), ckpt_every=max(1, steps // 2), **kw)
 
 
+def _base(name: str, seed: int, runs) -> Path:
+    """The folder of a setup's runs at one seed (setups on the same task share it)."""
+    return Path(runs) / f"seed{seed}" / ("small" if SETUPS[name]["task"] is SMALL_TASK else name)
+
+
+def reference_args(name: str, scale: Scale, seed: int, runs) -> tuple:
+    """The arguments of ``reference_model`` for a setup at one seed."""
+    setup = SETUPS[name]
+    return setup["task"], setup.get("model", MODEL), scale, seed, _base(name, seed, runs) / "ref.safetensors"
+
+
+def run_configs(name: str, scale: Scale, seed: int, runs) -> dict:
+    """``{method or ft_<reward>: TrainConfig}`` of every run a setup trains (each needs only pi_ref)."""
+    setup = SETUPS[name]
+    base = _base(name, seed, runs)
+    ref_path = base / "ref.safetensors"
+    rewards = setup["rewards"]
+    cfgs = {}
+    for reward in rewards:  # single-objective pi_i at beta, shared by the setups of this task
+        cfgs[f"ft_{reward}"] = _config(setup, scale, seed, ref_path, base / f"ft_{reward}", rewards=(reward,),
+                                       conditioning="none", weights="fixed", fixed_w=(1.0,))
+    if setup["steer"] == "kl":
+        cfgs["CLP full (KL)"] = _config(setup, scale, seed, ref_path, base / "kl_clp_full", conditioning="full",
+                                        steer="kl", **TRAIN_WEIGHTS)
+        return cfgs
+    tag = "-".join(rewards)
+    for scope in CLP_SCOPES:
+        cfgs[f"CLP {scope}"] = _config(setup, scale, seed, ref_path, base / f"{tag}_clp_{scope}",
+                                       conditioning=scope, **TRAIN_WEIGHTS)
+    cfgs["input"] = _config(setup, scale, seed, ref_path, base / f"{tag}_input", conditioning="input",
+                            **TRAIN_WEIGHTS)
+    return cfgs
+
+
 def build_methods(name: str, scale: Scale, seed: int, runs: Path, progress: bool) -> tuple:
     """Train (or load) every method of a setup under ``runs``; returns ``(methods, pi_ref, task)``."""
     setup = SETUPS[name]
-    task_key = "small" if setup["task"] is SMALL_TASK else name
-    base = Path(runs) / f"seed{seed}" / task_key
-    ref_path = base / "ref.safetensors"
-    pi_ref = reference_model(setup["task"], setup.get("model", MODEL), scale, seed, ref_path)
+    pi_ref = reference_model(*reference_args(name, scale, seed, runs))
     rewards = setup["rewards"]
-
-    def finetuned(reward):  # single-objective pi_i at beta, shared by the setups of this task
-        cfg = _config(setup, scale, seed, ref_path, base / f"ft_{reward}", rewards=(reward,),
-                      conditioning="none", weights="fixed", fixed_w=(1.0,))
-        return trained(cfg, progress).model
-
+    cfgs = run_configs(name, scale, seed, runs)
     methods = {}
     if setup["steer"] == "kl":
-        cfg = _config(setup, scale, seed, ref_path, base / "kl_clp_full", conditioning="full", steer="kl",
-                      **TRAIN_WEIGHTS)
-        methods["CLP full (KL)"] = ev.policy_method("CLP full (KL)", trained(cfg, progress))
-        methods["realignment"] = ev.realign_method("realignment", pi_ref, finetuned(rewards[0]))
+        methods["CLP full (KL)"] = ev.policy_method("CLP full (KL)", trained(cfgs["CLP full (KL)"], progress))
+        methods["realignment"] = ev.realign_method("realignment", pi_ref,
+                                                   trained(cfgs[f"ft_{rewards[0]}"], progress).model)
     else:
-        experts = [finetuned(r) for r in rewards]
-        tag = "-".join(rewards)
+        experts = [trained(cfgs[f"ft_{r}"], progress).model for r in rewards]
         for scope in CLP_SCOPES:
-            cfg = _config(setup, scale, seed, ref_path, base / f"{tag}_clp_{scope}", conditioning=scope,
-                          **TRAIN_WEIGHTS)
-            methods[f"CLP {scope}"] = ev.policy_method(f"CLP {scope}", trained(cfg, progress))
+            methods[f"CLP {scope}"] = ev.policy_method(f"CLP {scope}", trained(cfgs[f"CLP {scope}"], progress))
         soups = frozen(ParamConditioned.from_experts(experts, "full"))  # never trained: Rewarded Soups
         methods["Rewarded Soups"] = ev.policy_method("Rewarded Soups", soups)
         methods["logit mixing"] = ev.logit_mix_method("logit mixing", experts)
-        cfg = _config(setup, scale, seed, ref_path, base / f"{tag}_input", conditioning="input", **TRAIN_WEIGHTS)
-        methods["input"] = ev.policy_method("input", trained(cfg, progress))
+        methods["input"] = ev.policy_method("input", trained(cfgs["input"], progress))
     return methods, pi_ref, TrainConfig(**setup["task"], rewards=rewards).task()
 
 

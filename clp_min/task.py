@@ -48,6 +48,8 @@ import torch
 
 EOS = 0
 REWARDS = ("coverage", "brevity", "order", "knob")
+MAX_VOCAB = 2 ** 16  # bounded work (README, "Limits"): checked before any allocation
+MAX_LEN = 512  # prompt_len and response_len each (pi_ref's block is their sum)
 HELDOUT_EVERY = 8  # about 1/8 of all prompts are held out for evaluation
 SPLITS = ("any", "train", "heldout")
 
@@ -67,6 +69,9 @@ class TaskConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+        for name, limit in (("vocab", MAX_VOCAB), ("prompt_len", MAX_LEN), ("response_len", MAX_LEN)):
+            if getattr(self, name) > limit:
+                raise ValueError(f"{name}: {getattr(self, name)} exceeds the limit of {limit}")
         if self.vocab < 2:
             raise ValueError(f"vocab: need EOS and at least one content token, got {self.vocab}")
         for name in ("p_keep", "p_noise", "strength"):

@@ -28,7 +28,8 @@ def _policy(kind):
         return Unconditioned(_gpt(2))
     torch.manual_seed(3)
     inner = InputConditioned(_gpt(3), 2, "prefix") if kind == "both" else _gpt(3)
-    pc = ParamConditioned.from_base(inner, 2, "logit" if kind == "both" else ["*.attn.*", "*ln_f*"])
+    pc = ParamConditioned.from_base(inner, 2, "logit" if kind == "both" else ["*.attn.*", "*ln_f*"],
+                                    mix_tied=kind == "both")
     with torch.no_grad():
         for theta in pc.thetas:
             theta[1].add_(torch.randn_like(theta[1]))
@@ -106,7 +107,7 @@ def test_foreign_and_malformed_files_are_refused(tmp_path):
 
     foreign = tmp_path / "foreign.safetensors"
     save_file({"x": torch.zeros(2)}, str(foreign))
-    with pytest.raises(ValueError, match="^checkpoint: .*not a clp_min.checkpoint/1 file"):
+    with pytest.raises(ValueError, match="^checkpoint: .*not a clp_min.checkpoint/2 file"):
         load_checkpoint(foreign)
     with pytest.raises(ValueError, match="^checkpoint: cannot read"):
         load_checkpoint(tmp_path / "missing.safetensors")
@@ -129,7 +130,8 @@ def test_spec_naming_an_unknown_class_is_refused(tmp_path):
     from clp_min.checkpoint import FORMAT, payload_sha256
     tensors = {"x": torch.zeros(2)}
     meta = {"format": FORMAT, "spec": json.dumps({"class": "os.system", "config": {}}), "config": "{}",
-            "sha256": payload_sha256(tensors)}
+            }
+    meta["sha256"] = payload_sha256(tensors, meta)
     path = tmp_path / "evil.safetensors"
     save_file(tensors, str(path), metadata=meta)
     with pytest.raises(ValueError, match="^checkpoint: unknown module class 'os.system'"):

@@ -48,7 +48,7 @@ def _idx(B=3, T=5, seed=0):
 def test_vertex_equals_expert(scope_i, m, data, tie):
     scope = SCOPES[scope_i]
     experts = _experts(m, scope, tie=tie)
-    pc = ParamConditioned.from_experts(experts, scope)
+    pc = ParamConditioned.from_experts(experts, scope, mix_tied=tie)
     idx = _idx()
     i = data.draw(st.integers(0, m - 1))
     w = torch.eye(m, dtype=torch.float64)[i]
@@ -103,13 +103,35 @@ def test_logit_scope_is_logit_mixing(m, data):
     np.testing.assert_allclose(torch.log_softmax(mixed, -1).detach().numpy(), expected, rtol=0, atol=1e-9)
 
 
-def test_logit_scope_on_tied_model_mixes_the_shared_matrix():
+def test_logit_scope_on_tied_model_mixes_the_shared_matrix_only_when_asked():
     experts = _experts(2, "logit", seed=4, tie=True)
-    pc = ParamConditioned.from_experts(experts, "logit")
+    with pytest.raises(ValueError, match="^scope: 'logit' selects lm_head.weight, which is tied to transformer.wte"):
+        ParamConditioned.from_experts(experts, "logit")
+    pc = ParamConditioned.from_experts(experts, "logit", mix_tied=True)
     assert pc.names == ["transformer.wte.weight"]
     assert sorted(pc.aliases["transformer.wte.weight"]) == ["lm_head.weight", "transformer.wte.weight"]
     plain = pc.policy_at([0.25, 0.75])
     assert plain.lm_head.weight is plain.transformer.wte.weight  # tie preserved in the export
+
+
+def test_untie_mixes_only_the_unembedding_of_a_tied_model():
+    gpt = _gpt(seed=4, tie=True)
+    pc = ParamConditioned.from_base(gpt, 2, "logit", untie=True)
+    assert pc.names == ["lm_head.weight"]
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        pc.thetas[0].add_(0.3 * torch.randn(pc.thetas[0].shape, generator=g, dtype=torch.float64))
+    experts = []  # by hand: the tied model with its own lm_head matrix per copy, input embedding untouched
+    for i in range(2):
+        e = copy.deepcopy(gpt)
+        e.lm_head.weight = torch.nn.Parameter(pc.thetas[0][i].detach().clone())
+        experts.append(e)
+    torch.testing.assert_close(pc.base.transformer.wte.weight, gpt.transformer.wte.weight, rtol=0, atol=0)
+    w, idx = torch.tensor([0.3, 0.7], dtype=torch.float64), _idx()
+    expected = 0.3 * experts[0](idx)[0] + 0.7 * experts[1](idx)[0]  # P3: mixed head = mixed logits
+    torch.testing.assert_close(pc(w, idx)[0], expected, rtol=0, atol=ATOL)
+    plain = pc.policy_at(w)
+    assert plain.lm_head.weight is not plain.transformer.wte.weight
 
 
 def _loss(logits, proj):

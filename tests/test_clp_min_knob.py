@@ -85,14 +85,16 @@ def test_oracle_rows_hand_cases():
     from clp_min.report import oracle_targets
 
     def rows(sweep, enum_full=(0.005, 0.009)):
-        enum = [{"exact": {"mean_normalised_regret": {"CLP full": v, "logit mixing": 0.2}},
-                 "train_prompts_regret": {"CLP full": v - 0.001, "logit mixing": 0.19}} for v in enum_full]
+        enum = [{"exact": {"mean_normalised_regret": {"CLP full": v, "logit mixing": 0.2, "Rewarded Soups": 1.0}},
+                 "train_prompts_regret": {"CLP full": v - 0.001, "logit mixing": 0.19, "Rewarded Soups": 0.9}}
+                for v in enum_full]
         return {r["id"]: r for r in oracle_targets(enum, sweep) if "id" in r}
 
     good = rows([_sweep_run((0.0, 0.01, 0.1), (0.005, 0.006, 0.02))] * 2)
     assert all(good[k]["met"] for k in ("T1-aligned", "T2-misaligned", "T3-monotone", "T4-oracle"))
     assert good["T2-misaligned"]["per_seed"] == pytest.approx([0.2, 0.2])
     assert good["enum_exact-gap-CLP full"]["value"] == pytest.approx(0.001)
+    assert good["enum_exact-regret-below-zero-shot-full"]["met"]  # 0.005, 0.009 < min(RS 1.0, logit mixing 0.2)
     assert not rows([_sweep_run((0.0, 0.01, 0.1), (0.005, 0.006, 0.02))], (0.005, 0.011))["T4-oracle"]["met"]
     assert not rows([_sweep_run((0.0, 0.01, 0.1), (0.011, 0.006, 0.02))])["T1-aligned"]["met"]  # CLP 0.011 > 0 + 0.01
     assert not rows([_sweep_run((2e-9, 0.01, 0.1), (0.005, 0.006, 0.02))])["T1-aligned"]["met"]  # ideal not exact

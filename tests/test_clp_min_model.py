@@ -88,3 +88,45 @@ def test_refusals():
         GPTConfig(vocab_size=5, block_size=4, n_head=3, n_embd=8)
     with pytest.raises(ValueError, match="vocab_size"):
         GPTConfig(vocab_size=0, block_size=4)
+
+
+def test_bad_token_ids_dtypes_and_vocabularies_are_refused_naming_the_argument():
+    """Before: IndexError / RuntimeError from inside torch (issue 11). Checked once where ids enter GPT.forward,
+    also under vmap (per-example weightings), and in the token-level mixers."""
+    from clp_min.conditioning import ParamConditioned, Unconditioned
+    from clp_min.decoding import logit_mix_sample, realign_sample, sample, sequence_logprobs
+
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(vocab_size=5, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    policy = ParamConditioned.from_base(gpt, 2, "attn")
+    W = torch.tensor([[0.5, 0.5], [1.0, 0.0]])
+    for bad, msg in ((torch.tensor([[1, 5], [0, 1]]), r"\[0, 5\), got min 0, max 5"),
+                     (torch.tensor([[1, -1], [0, 1]]), "got min -1"),
+                     (torch.tensor([[1.0, 2.0], [0.0, 1.0]]), "integer tensor, got dtype torch.float32"),
+                     ([[1, 2]], "expected a torch.Tensor")):
+        with pytest.raises(ValueError, match=f"^idx: .*{msg}"):
+            gpt(bad)
+        if isinstance(bad, torch.Tensor):
+            with pytest.raises(ValueError, match=f"^idx: .*{msg}"):
+                policy(W, bad)  # per-example w: the check runs under vmap
+    with pytest.raises(ValueError, match="^idx: "):
+        sample(Unconditioned(gpt), torch.ones(1), torch.tensor([[1.0, 2.0]]), 2)
+    with pytest.raises(ValueError, match="^idx: "):
+        sequence_logprobs(Unconditioned(gpt), torch.ones(1), torch.tensor([[1, 2]]), torch.tensor([[7, 1]]))
+    other = GPT(GPTConfig(vocab_size=6, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    with pytest.raises(ValueError, match=r"^models: vocabularies differ \(5, 6\)"):
+        logit_mix_sample([gpt, other], torch.tensor([0.5, 0.5]), torch.tensor([[1, 2]]), 2)
+    with pytest.raises(ValueError, match="^tuned: vocabularies differ"):
+        realign_sample(gpt, other, 0.5, torch.tensor([[1, 2]]), 2)
+
+
+def test_sizes_are_checked_before_allocation():
+    with pytest.raises(ValueError, match="^vocab_size: 1000000000 exceeds the limit"):
+        GPTConfig(vocab_size=10 ** 9, block_size=8)
+    with pytest.raises(ValueError, match="^block_size: 1000006 positions exceed the limit"):
+        GPTConfig(vocab_size=10, block_size=10 ** 6 + 6)
+    with pytest.raises(ValueError, match="^n_embd: about .* parameters"):
+        GPTConfig(vocab_size=10, block_size=8, n_layer=64, n_embd=4096, n_head=1)
+    from clp_min.task import TaskConfig
+    with pytest.raises(ValueError, match="^prompt_len: 1000000 exceeds the limit of 512"):
+        TaskConfig(prompt_len=10 ** 6)

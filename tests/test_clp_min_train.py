@@ -103,3 +103,78 @@ def test_cli_refuses_with_one_line(capsys, tmp_path):
 
 def test_every_field_has_one_line_help():
     assert set(field_help()) == {f.name for f in fields(TrainConfig)}
+
+
+def test_cosine_schedule_values_at_known_steps():
+    """lr(step) = lr (1 + cos(pi step / steps)) / 2: lr at step 0, lr/2 half-way, lr (1 + cos(pi 3/4))/2 at 3/4.
+
+    Catches an off-by-one (``step + 1`` or ``steps - 1``) that the bit-for-bit resume test cannot see.
+    """
+    from clp_min.train import learning_rate
+
+    cfg = TrainConfig(lr=0.4, lr_schedule="cosine", steps=8)
+    assert learning_rate(cfg, 0) == 0.4
+    assert learning_rate(cfg, 4) == pytest.approx(0.2, abs=1e-15)
+    assert learning_rate(cfg, 6) == pytest.approx(0.4 * (1 - np.sqrt(0.5)) / 2, rel=1e-12)
+    assert learning_rate(cfg, 7) > 0
+    assert learning_rate(TrainConfig(lr=0.4, steps=8), 5) == 0.4
+
+
+def test_train_loop_applies_the_schedule_of_each_step(tmp_path, monkeypatch):
+    """The learning rate set for the step with 0-based index s is lr(s): recorded from inside rl_step."""
+    seen = []
+
+    def record(policy, pi_ref, optimizer, *args, **kwargs):
+        seen.append(optimizer.param_groups[0]["lr"])
+        return {"loss": 0.0, "objective": 0.0, "kl": 0.0, "rewards": [0.0, 0.0]}
+
+    monkeypatch.setattr(rl, "rl_step", record)
+    cfg = TrainConfig(out=str(tmp_path / "run"), lr_schedule="cosine", steps=4, log_every=4, ckpt_every=4,
+                      **{**TINY, "pretrain_steps": 1, "lr": 0.4})
+    train(cfg, progress=False)
+    np.testing.assert_allclose(seen, [0.4 * (1 + np.cos(np.pi * s / 4)) / 2 for s in range(4)], rtol=1e-12)
+
+
+def test_rl_reward_includes_the_kl_penalty():
+    """R_j = w.r - beta (log pi - log pi_ref), recomputed by hand from the same samples.
+
+    Catches ``R = w . r`` (KL penalty deleted), which the learning tests did not: the policy is
+    moved away from pi_ref so the KL term is far from 0, and the loss and the objective are
+    compared with a computation that draws the same responses from a copy of the generator.
+    """
+    from clp_min import task as tk
+    from clp_min.conditioning import Unconditioned
+    from clp_min.decoding import sample
+    from clp_min.model import GPT, GPTConfig
+    from clp_min.train import build_policy
+
+    torch.manual_seed(0)
+    cfg = TrainConfig(**{**TINY, "conditioning": "attn"})
+    task = cfg.task()
+    pi_ref = GPT(GPTConfig(vocab_size=task.vocab, block_size=task.prompt_len + task.response_len, n_layer=1,
+                           n_head=2, n_embd=16)).eval()
+    policy = build_policy(cfg, pi_ref)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.5 * torch.randn_like(p))  # far from pi_ref: a large KL
+    w_prompts = np.array([[0.3, 0.7], [0.8, 0.2]])
+    beta, n = 2.0, 3
+    gen = torch.Generator().manual_seed(5)
+    copy_gen = torch.Generator().manual_seed(5)
+    # by hand, before the update (same draws: prompts then responses)
+    prompts = tk.sample_prompts(task, 2, copy_gen).repeat_interleave(n, dim=0)
+    w = torch.from_numpy(w_prompts).float().repeat_interleave(n, dim=0)
+    with torch.no_grad():
+        y = rl.pad_responses(sample(policy, w, prompts, task.response_len, generator=copy_gen, eos=tk.EOS).tokens,
+                             task.response_len)
+        logp = rl.response_logprobs(policy, w, prompts, y)
+        logp_ref = rl.response_logprobs(Unconditioned(pi_ref), w, prompts, y)
+        r = tk.rewards(task, prompts, y).float()
+    R = (w * r).sum(1) - beta * (logp - logp_ref)
+    A = torch.stack([R.view(2, n)[:, j] - (R.view(2, n).sum(1) - R.view(2, n)[:, j]) / (n - 1)
+                     for j in range(n)], dim=1).reshape(-1)
+    assert (beta * (logp - logp_ref)).abs().mean() > 0.1  # the penalty matters here
+    opt = torch.optim.SGD(policy.parameters(), lr=0.0)
+    stats = rl.rl_step(policy, pi_ref, opt, task, w_prompts, n, beta, gen)
+    assert stats["objective"] == pytest.approx(R.mean().item(), rel=1e-5, abs=1e-6)
+    assert stats["loss"] == pytest.approx(-(A * logp).mean().item(), rel=1e-5, abs=1e-6)

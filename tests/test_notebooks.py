@@ -63,3 +63,13 @@ def test_notebook_matches_source(source):
     assert [(c.cell_type, c.source) for c in committed.cells] == [(c.cell_type, c.source) for c in built.cells], \
         f"{target.name} is out of date with src/{source.name}: run python notebooks/build.py"
     assert not any(c.get("outputs") for c in committed.cells), f"{target.name}: commit it without outputs"
+
+
+@pytest.mark.parametrize("stem", ["01_gibbs_and_mixing", "02_sequences_and_alignment", "03_multitask_training"])
+def test_notebook_asserts_what_it_teaches(stem):
+    """Notebooks 01-03 check their claims with ``assert`` in code cells (issue 11), so
+    ``test_notebook_runs`` fails when a claim stops holding; printing alone would not."""
+    nb = build.notebook_from_source((NOTEBOOKS / "src" / f"{stem}.py").read_text())
+    asserts = sum(line.lstrip().startswith("assert ") for c in nb.cells if c.cell_type == "code"
+                  for line in c.source.splitlines())
+    assert asserts >= 4, f"{stem}: only {asserts} assert statements"

@@ -22,8 +22,8 @@ from theory.random_instances import random_bandit
 
 @st.composite
 def random_bandit_and_w(draw):
-    """Seeded ``random_bandit``s: unlike ``bandits()``, whose reward arrays are often constant
-    (budget 0 below), every draw has a non-degenerate KL budget."""
+    """Seeded ``random_bandit``s (normal rewards): every draw has a non-degenerate KL budget.
+    (``bandits()`` also draws element-wise corner cases, where the budget can be 0.)"""
     rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
     bandit = random_bandit(rng, contexts=draw(st.integers(1, 3)), responses=draw(st.integers(2, 6)),
                            rewards=draw(st.integers(1, 3)))

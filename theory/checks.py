@@ -8,6 +8,13 @@ from __future__ import annotations
 import numpy as np
 
 SIMPLEX_TOL = 1e-6
+BETA_RANGE = (1e-8, 1e12)  # every theory quantity is finite and meets its identities in this range
+REWARD_MAX = 1e6  # |r| bound of an instance's rewards (same reason)
+MAX_HORIZON = 100  # tree depth: the solvers loop over depths in Python
+MAX_LEAVES = 10 ** 7  # V^T sequences of a tree (the solvers hold [K, V^T] arrays)
+MAX_REWARDS = 32  # m: pairwise oscillations hold m(m-1)/2 arrays
+MAX_WEIGHTINGS = 10 ** 4  # K: weightings of one grid or stack (fronts are [K, m], trees [K, V^T])
+MAX_ENTRIES = 10 ** 8  # K times the sequences (or X * Y) of one solve: its largest array
 
 
 def finite_array(value, field: str, ndim: int | None = None) -> np.ndarray:
@@ -38,7 +45,44 @@ def check_beta(beta, field: str = "beta") -> float:
         raise ValueError(f"{field}: not a number: {beta!r}") from None
     if not np.isfinite(b) or b <= 0:
         raise ValueError(f"{field}: must be finite and > 0, got {beta!r}")
+    lo, hi = BETA_RANGE
+    if not lo <= b <= hi:
+        raise ValueError(f"{field}: {b:g} is outside the supported range [{lo:g}, {hi:g}] "
+                         f"(outside it the exact quantities over- or underflow)")
     return b
+
+
+def check_rewards_range(r: np.ndarray, field: str = "rewards") -> np.ndarray:
+    """Rewards with ``|r| <= REWARD_MAX`` (the range where the identities are checked)."""
+    if r.size and np.abs(r).max() > REWARD_MAX:
+        raise ValueError(f"{field}: |r| = {np.abs(r).max():g} exceeds the supported {REWARD_MAX:g}")
+    return r
+
+
+def check_reward_count(m, field: str = "rewards") -> int:
+    """Number of rewards ``1 <= m <= MAX_REWARDS``."""
+    m = positive_int(m, field)
+    if m > MAX_REWARDS:
+        raise ValueError(f"{field}: m = {m} rewards exceeds the limit of {MAX_REWARDS}")
+    return m
+
+
+def check_bandit_size(contexts, responses) -> tuple:
+    """``(X, Y)`` with ``X * Y <= MAX_LEAVES`` (the bandit solvers hold ``[K, X, Y]`` arrays)."""
+    X, Y = positive_int(contexts, "contexts"), positive_int(responses, "responses")
+    if X * Y > MAX_LEAVES:
+        raise ValueError(f"responses: X * Y = {X} * {Y} exceeds the limit of {MAX_LEAVES:g}")
+    return X, Y
+
+
+def check_tree_size(vocab, horizon) -> tuple:
+    """``(V, T)`` of a tree small enough to enumerate; checked before any V^T is computed or allocated."""
+    V, T = positive_int(vocab, "vocab"), positive_int(horizon, "horizon")
+    if T > MAX_HORIZON:
+        raise ValueError(f"horizon: {T} exceeds the limit of {MAX_HORIZON} tokens")
+    if V > MAX_LEAVES or V ** T > MAX_LEAVES:
+        raise ValueError(f"vocab: V^T = {V}^{T} sequences exceeds the limit of {MAX_LEAVES:g}")
+    return V, T
 
 
 def check_weights(w, m: int, field: str = "weights") -> np.ndarray:

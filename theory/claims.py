@@ -63,7 +63,8 @@ def _tree_rows(rng: np.random.Generator, n: int) -> list:
         p5 = max(p5, np.abs(np.exp(tr.leaf_log_probs(tree, tr.optimal_token_policy(tree, w, beta)))
                             - np.exp(gibbs_leaf)).max())
         sol = solve_tree(tree, w, beta)
-        p7 = max(p7, np.abs(sol["gap"] - beta * sol["kl_mix_to_opt"]).max())
+        p7 = max(p7, np.abs(sol["optimal"]["objective"] - sol["logit_mix"]["objective"]
+                             - beta * sol["kl_mix_to_opt"]).max())
         G = tr.holder_gap(tree, w, beta)
         neg_g = max(neg_g, -min(g.min() for g in G))
         if eps == 0.0:

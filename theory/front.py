@@ -22,7 +22,7 @@ def exact_and_zero_shot_front(instance: Bandit | Tree, beta: float, points: int)
     if points < 2:
         raise ValueError(f"points: need at least 2 grid points, got {points}")
     m = instance.m
-    W = simplex_grid(m, points - 1)  # (K, m)
+    W = simplex_grid(m, points - 1, field="points")  # (K, m), K checked against MAX_WEIGHTINGS first
     sol = solve(instance, W, beta)
     Z, A = sol["optimal"]["rewards"], sol["logit_mix"]["rewards"]  # (K, m)
     ref = reference_point(instance, beta)

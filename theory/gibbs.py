@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_softmax, logsumexp
 
+from theory.divergence import kl_nonneg
 from theory.instances import Bandit
 
 
@@ -43,12 +44,10 @@ def bandit_stats(bandit: Bandit, log_pi: np.ndarray, w: np.ndarray, beta: float)
     pi = np.exp(log_pi)
     rho = bandit.context_probs
     R = np.einsum("x,kxy,xym->km", rho, pi, bandit.rewards)
-    log_ratio = np.where(pi > 0, log_pi - bandit.ref_logp[None], 0.0)
-    kl = np.einsum("x,kxy->k", rho, pi * log_ratio)
+    kl = kl_nonneg(log_pi, bandit.ref_logp[None]) @ rho  # a sum of terms >= 0 (theory.divergence)
     return {"rewards": R, "kl": kl, "objective": np.einsum("km,km->k", w, R) - beta * kl}
 
 
 def kl_to(bandit: Bandit, log_p: np.ndarray, log_q: np.ndarray) -> np.ndarray:
     """E_rho KL(p(.|x) || q(.|x)) for stacks ``[K, X, Y]``; returns ``[K]``."""
-    p = np.exp(log_p)
-    return np.einsum("x,kxy->k", bandit.context_probs, np.where(p > 0, p * (log_p - log_q), 0.0))
+    return kl_nonneg(log_p, log_q) @ bandit.context_probs

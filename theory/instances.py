@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import log_softmax
 
-from theory.checks import check_probability_vector, finite_array, positive_int
+from theory.checks import check_probability_vector, check_reward_count, check_rewards_range, check_tree_size, finite_array
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Bandit:
     def from_arrays(cls, context_probs, ref_logits, rewards) -> "Bandit":
         rho = check_probability_vector(context_probs, "context_probs")
         logits = finite_array(ref_logits, "ref_logits", ndim=2)
-        r = finite_array(rewards, "rewards", ndim=3)
+        r = check_rewards_range(finite_array(rewards, "rewards", ndim=3))
         X, Y = logits.shape
         if X != rho.size:
             raise ValueError(f"ref_logits: {X} rows but context_probs has {rho.size} contexts")
@@ -50,6 +50,7 @@ class Bandit:
             raise ValueError(f"rewards: shape {r.shape[:2]} per reward, expected [X, Y] = [{X}, {Y}]")
         if r.shape[2] < 1:
             raise ValueError("rewards: no reward dimension (m = 0)")
+        check_reward_count(r.shape[-1])
         return cls(rho, log_softmax(logits, axis=-1), r)
 
     def to_json(self) -> dict:
@@ -79,19 +80,18 @@ class Tree:
 
     @classmethod
     def from_arrays(cls, vocab, horizon, ref_logits, rewards) -> "Tree":
-        V, T = positive_int(vocab, "vocab"), positive_int(horizon, "horizon")
-        if V ** T > 10 ** 8:
-            raise ValueError(f"vocab: V^T = {V}^{T} leaves is too many to enumerate (limit 1e8)")
+        V, T = check_tree_size(vocab, horizon)  # before any V^t is summed or allocated
         logits = finite_array(ref_logits, "ref_logits", ndim=2)
         N = sum(V ** t for t in range(T))
         if logits.shape != (N, V):
             raise ValueError(f"ref_logits: shape {logits.shape}, expected [N, V] = [{N}, {V}] "
                              f"(one row per prefix shorter than the horizon)")
-        r = finite_array(rewards, "rewards", ndim=2)
+        r = check_rewards_range(finite_array(rewards, "rewards", ndim=2))
         if r.shape[0] != V ** T:
             raise ValueError(f"rewards: {r.shape[0]} rows, expected V^T = {V ** T} (one per sequence)")
         if r.shape[1] < 1:
             raise ValueError("rewards: no reward dimension (m = 0)")
+        check_reward_count(r.shape[-1])
         starts = np.cumsum([0] + [V ** t for t in range(T)])
         ref_logp = tuple(log_softmax(logits[starts[t]:starts[t + 1]], axis=-1) for t in range(T))
         return cls(V, T, ref_logp, r)
@@ -121,10 +121,12 @@ def load_instance(path: str | Path) -> Bandit | Tree:
     """Read an instance file; refuses unreadable or malformed JSON with a one-line message."""
     try:
         text = Path(path).read_text()
-    except OSError as err:
-        raise ValueError(f"instance: cannot read {path}: {err.strerror}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"instance: cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"instance: {path} is not valid JSON ({err.msg}, line {err.lineno})") from None
+    except RecursionError:
+        raise ValueError(f"instance: {path} nests JSON too deeply") from None
     return instance_from_json(data)

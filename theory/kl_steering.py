@@ -26,6 +26,7 @@ import numpy as np
 from theory import tree as tr
 from theory.bounds import hoeffding_kl_bound
 from theory.checks import check_beta, check_lam
+from theory.divergence import chain_rule_kl
 from theory.instances import Tree
 from theory.mixing import kl_weight_mix
 
@@ -85,13 +86,14 @@ def kl_steering_gap(tree: Tree, lam, beta, reward: int = 0) -> dict:
     sign = np.sign(1 - lam)[:, None]
     holds = np.all([np.all(sign * L_t >= -tol[:, None], axis=1) for L_t in L], axis=0)
 
+    kl_real = chain_rule_kl(tr.prefix_probs(tree, log_real), log_real, log_opt)  # (K,), >= 0 (theory.divergence)
     probs = tr.prefix_probs(tree, log_real)
     bound = np.zeros(K)
     for t in range(tree.horizon - 1):  # at t = T-1 the children are leaves, where L = 0
         child = L[t + 1].reshape(K, V ** t, V)  # (K, V^t, V)
         bound += (probs[t] * hoeffding_kl_bound(child, beta)).sum(axis=1)  # P9, one step
     return {"lam": lam, "beta_eff": beta_eff, **points,
-            "gap": points["optimal"]["objective"] - points["realigned"]["objective"],
-            "kl_realigned_to_opt": np.sum(tr.stepwise_kl(tree, log_real, log_opt), axis=0),
+            "gap": beta_eff * kl_real,  # = J(pi*) - J(pi^lam), in a form that is never negative
+            "kl_realigned_to_opt": kl_real,
             "lyapunov_gap": L, "lyapunov_root": L[0][:, 0], "lyapunov_holds": holds,
             "gap_bound": bound / lam}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from theory.checks import positive_int
+from theory.checks import check_bandit_size, check_reward_count, check_tree_size
 from theory.instances import Bandit, Tree
 
 
@@ -67,8 +67,8 @@ def random_bandit(rng: np.random.Generator, contexts: int = 1, responses: int = 
     With ``misalignment = eps`` the rewards form an aligned family whose
     ``bandit_misalignment`` equals ``eps`` (to rounding).
     """
-    X, Y = positive_int(contexts, "contexts"), positive_int(responses, "responses")
-    m, scale = positive_int(rewards, "rewards"), _check_scale(scale)
+    X, Y = check_bandit_size(contexts, responses)
+    m, scale = check_reward_count(rewards), _check_scale(scale)
     eps = _check_misalignment(misalignment)
     rho = rng.dirichlet(np.ones(X))
     ref_logits = rng.normal(size=(X, Y))
@@ -87,11 +87,9 @@ def random_tree(rng: np.random.Generator, vocab: int = 3, horizon: int = 3, rewa
     With ``misalignment = eps`` the root misalignment ``theory.tree.misalignment(tree)[0][0]``
     equals ``eps`` (to rounding).
     """
-    V, T = positive_int(vocab, "vocab"), positive_int(horizon, "horizon")
-    m, scale = positive_int(rewards, "rewards"), _check_scale(scale)
+    V, T = check_tree_size(vocab, horizon)  # before V^T is computed
+    m, scale = check_reward_count(rewards), _check_scale(scale)
     eps = _check_misalignment(misalignment)
-    if V ** T > 10 ** 8:
-        raise ValueError(f"vocab: V^T = {V}^{T} leaves is too many to enumerate (limit 1e8)")
     N = sum(V ** t for t in range(T))
     ref_logits = rng.normal(size=(N, V))
     if eps is None:

@@ -9,8 +9,9 @@ Python loop ever runs over prefixes.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import log_softmax, logsumexp
+from scipy.special import log_softmax
 
+from theory.divergence import kl_nonneg
 from theory.instances import Tree
 from theory.mixing import logit_mix
 
@@ -18,6 +19,30 @@ from theory.mixing import logit_mix
 def _children(values: np.ndarray, V: int) -> np.ndarray:
     K, n = values.shape
     return values.reshape(K, n // V, V)  # (K, V^t, V)
+
+
+def logsumexp_rows(x: np.ndarray) -> np.ndarray:
+    """``log sum_j exp(x[:, j])`` for ``x [K, J, n]`` -> ``[K, n]``, over contiguous rows ``x[:, j]``.
+
+    The max-shifted form; a column that is all ``-inf`` gives ``-inf``.
+    """
+    mx = np.max(x, axis=1)  # (K, n)
+    mx[~np.isfinite(mx)] = 0.0
+    s = np.zeros_like(mx)
+    tmp = np.empty_like(mx)
+    for j in range(x.shape[1]):
+        np.subtract(x[:, j], mx, out=tmp)
+        np.exp(tmp, out=tmp)
+        s += tmp
+    with np.errstate(divide="ignore"):
+        np.log(s, out=s)
+    s += mx
+    return s
+
+
+def logsumexp_siblings(x: np.ndarray) -> np.ndarray:
+    """``log sum_a exp(x[:, s, a])`` for ``x [K, n, V]`` -> ``[K, n]`` (one level of soft values)."""
+    return logsumexp_rows(np.ascontiguousarray(x.transpose(0, 2, 1)))  # (K, V, n)
 
 
 def soft_values(tree: Tree, leaf_values: np.ndarray, beta: float) -> list:
@@ -31,7 +56,7 @@ def soft_values(tree: Tree, leaf_values: np.ndarray, beta: float) -> list:
     values = [None] * tree.horizon + [leaf_values]
     for t in reversed(range(tree.horizon)):
         child = _children(values[t + 1], tree.vocab)  # (K, V^t, V)
-        values[t] = beta * logsumexp(tree.ref_logp[t][None] + child / beta, axis=-1)
+        values[t] = beta * logsumexp_siblings(tree.ref_logp[t][None] + child / beta)
     return values
 
 
@@ -150,7 +175,7 @@ def sequence_stats(tree: Tree, log_pi: list, w: np.ndarray, beta: float) -> dict
     log_ref = leaf_log_probs(tree, reference_token_policy(tree))  # (1, V^T)
     p = np.exp(log_p)
     R = p @ tree.rewards  # (K, m)
-    kl = _xlogy_ratio(p, log_p, log_ref).sum(axis=1)
+    kl = kl_nonneg(log_p, log_ref)  # a sum of terms >= 0: beta * kl carries no sign noise
     return {"rewards": R, "kl": kl, "objective": np.einsum("km,km->k", w, R) - beta * kl}
 
 

@@ -5,11 +5,14 @@ Randomness is an argument (``rng: np.random.Generator``).
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
+from theory.checks import MAX_WEIGHTINGS
 
-def simplex_grid(m: int, n: int) -> np.ndarray:
+
+def simplex_grid(m: int, n: int, field: str = "grid") -> np.ndarray:
     """All weightings with entries in {0, 1/n, ..., 1} summing to 1, ``[K, m]``.
 
     K = C(n + m - 1, m - 1); for m = 2 this is ``n + 1`` points from (0, 1) to (1, 0),
@@ -17,6 +20,10 @@ def simplex_grid(m: int, n: int) -> np.ndarray:
     """
     if m < 1 or n < 1:
         raise ValueError(f"simplex_grid: need m >= 1 and n >= 1, got m={m}, n={n}")
+    K = math.comb(n + m - 1, m - 1)  # counted before anything is built
+    if K > MAX_WEIGHTINGS:
+        raise ValueError(f"{field}: a grid of resolution {n} on {m} rewards has {K} weightings, "
+                         f"over the limit of {MAX_WEIGHTINGS}")
     # stars and bars: choose m-1 bar positions among n+m-1 slots
     rows = []
     for bars in itertools.combinations(range(n + m - 1), m - 1):

@@ -120,6 +120,9 @@ kl_to_star = gibbs.kl_to(bandit, log_pi, np.repeat(gibbs.gibbs_log_policy(bandit
 print("J_w(pi*_w) = beta log Z_w      :", J_star)
 print("J_w(pi*_w) from the definition :", gibbs.bandit_stats(bandit, gibbs.gibbs_log_policy(bandit, w, beta), w, beta)["objective"][0])
 print("max |J* - J(pi) - beta KL(pi || pi*)| over 2000 policies:", np.abs(J_star - J - beta * kl_to_star).max())
+# the facts this cell teaches (the notebook fails if they stop holding)
+assert np.abs(J_star - J - beta * kl_to_star).max() < 1e-10  # the identity
+assert np.all(J <= J_star + 1e-12) and np.all(kl_to_star >= 0)  # nothing beats pi*_w
 
 plt.figure(figsize=(5, 3.2))
 plt.scatter(kl_to_star, J, s=4, alpha=0.4, label="random policies")
@@ -157,6 +160,7 @@ for beta in [1e-3, 1e-1, 1.0, 1e3]:
     experts = gibbs.per_reward_log_policies(bandit3, beta)  # (m, X, Y)
     err = np.abs(logit_mix(experts, W) - gibbs.gibbs_log_policy(bandit3, W, beta)).max()
     print(f"beta = {beta:g}: max |log pi^mix_w - log pi*_w| over {len(W)} weightings = {err:.1e}")
+    assert err < 1e-9 * max(1.0, 1 / beta)  # P3: exact up to rounding of r / beta
 
 # %% [markdown]
 # The same argument with symbols instead of numbers: `theory.symbolic` builds, with
@@ -169,6 +173,7 @@ for beta in [1e-3, 1e-1, 1.0, 1e3]:
 from theory.symbolic import prove_bandit_exactness
 
 print("symbolic residual  sum_y |pi^mix_w(y) / pi*_w(y) - 1|  =", prove_bandit_exactness())
+assert prove_bandit_exactness() == 0
 
 # %% [markdown]
 # **Averaging parameters is the same thing.** A tabular softmax policy has one
@@ -186,6 +191,7 @@ thetas = experts + rng.normal(size=(3, 4, 1)) * 10  # (m, X, Y): same policies, 
 soup = log_softmax(mix_parameters(thetas, W), axis=-1)  # (K, X, Y)
 print("max |log softmax(sum_i w_i theta_i) - log pi*_w| =",
       np.abs(soup - gibbs.gibbs_log_policy(bandit3, W, beta)).max())
+assert np.abs(soup - gibbs.gibbs_log_policy(bandit3, W, beta)).max() < 1e-9
 
 # %% [markdown]
 # ## 3. Steering the KL weight (P4)
@@ -212,6 +218,7 @@ log_mixed = kl_weight_mix(bandit1.ref_logp, log_pi_beta, lam)  # (K, X, Y)
 log_exact = np.stack([gibbs.gibbs_log_policy(bandit1, np.ones((1, 1)), beta / l)[0] for l in lam])
 print("max |log mix_lam - log pi*_{beta/lam}| over 60 values of lam:", np.abs(log_mixed - log_exact).max())
 print("symbolic residual  sum_y |mix_lam(y) / pi*_{beta/lam}(y) - 1|  =", prove_kl_weight_identity())
+assert np.abs(log_mixed - log_exact).max() < 1e-9 and prove_kl_weight_identity() == 0  # P4
 
 # %% [markdown]
 # Each `lam` gives a point `(KL, expected reward)`. Below, the curve is traced by the
@@ -286,8 +293,11 @@ plt.show()
 # level of floating-point rounding.
 
 # %%
-for name, value in exact_and_zero_shot_front(bandit, 0.15, points=11)["measures"].items():
+measures = exact_and_zero_shot_front(bandit, 0.15, points=11)["measures"]
+for name, value in measures.items():
     print(f"{name:34s} {value: .3e}")
+assert abs(measures["hypervolume_zero_shot"] - measures["hypervolume_exact"]) < 1e-9
+assert measures["max_gap"] < 1e-9 and measures["igd_plus_zero_shot"] < 1e-9
 
 # %% [markdown]
 # ## Summary

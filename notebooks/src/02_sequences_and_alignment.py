@@ -131,6 +131,7 @@ for b in [0.01, 0.5, 100.0]:
     seq_from_tokens = tr.leaf_log_probs(tree, tr.optimal_token_policy(tree, W, b))  # (K, V^T)
     seq_gibbs = gibbs.gibbs_log_policy(as_bandit, W, b)[:, 0]  # (K, Y)
     print(f"beta = {b:5}: max |log pi*_w(y) token by token - log Gibbs(y)| = {np.abs(seq_from_tokens - seq_gibbs).max():.1e}")
+    assert np.abs(seq_from_tokens - seq_gibbs).max() < 1e-9 * max(1.0, 1 / b)  # P5 (the notebook fails otherwise)
 
 # %% [markdown]
 # ## 2. Per-token zero-shot mixing
@@ -154,6 +155,8 @@ log_star = tr.optimal_token_policy(tree, w, beta)
 for t in range(tree.horizon):
     print(f"token {t + 1}: max |log pi^mix_w(a|s) - log pi*_w(a|s)| over prefixes = "
           f"{np.abs(log_mix[t] - log_star[t]).max():.2e}")
+assert np.abs(log_mix[-1] - log_star[-1]).max() < 1e-9  # the last token is a bandit: mixed exactly
+assert np.abs(log_mix[0] - log_star[0]).max() > 1e-3  # earlier tokens: not exact on this tree
 
 # %% [markdown]
 # ## 3. The Hölder gap, drawn on the tree
@@ -192,6 +195,8 @@ plt.show()
 for t in range(tree.horizon):
     tilted = log_softmax(log_star[t] + G[t + 1].reshape(1, 2 ** t, 2) / beta, axis=-1)  # (K, V^t, V)
     print(f"token {t + 1}: max |log pi^mix - log normalise(pi* exp(G/beta))| = {np.abs(tilted - log_mix[t]).max():.1e}")
+    assert np.abs(tilted - log_mix[t]).max() < 1e-9  # P6
+assert all(np.all(g >= -1e-12) for g in G) and np.all(G[-1] == 0)  # G_w >= 0, and 0 at the leaves
 
 # %% [markdown]
 # ## 4. What per-token mixing costs (P7)
@@ -211,9 +216,13 @@ for t in range(tree.horizon):
 W = np.stack([np.linspace(0, 1, 21), 1 - np.linspace(0, 1, 21)], axis=1)  # (K, m)
 sol = solve_tree(tree, W, beta)
 steps = tr.stepwise_kl(tree, tr.zero_shot_token_policy(tree, W, beta), tr.optimal_token_policy(tree, W, beta))
-print("max |Delta - beta KL_seq|          :", np.abs(sol["gap"] - beta * sol["kl_mix_to_opt"]).max())
-print("max |Delta - beta sum_t KL_t|      :", np.abs(sol["gap"] - beta * np.sum(steps, axis=0)).max())
+Delta = sol["optimal"]["objective"] - sol["logit_mix"]["objective"]  # (K,) the definition
+print("max |Delta - beta KL_seq|          :", np.abs(Delta - beta * sol["kl_mix_to_opt"]).max())
+print("max |Delta - beta sum_t KL_t|      :", np.abs(Delta - beta * np.sum(steps, axis=0)).max())
 print("per-token terms at w = (1/2, 1/2)  :", beta * np.array(steps)[:, 10], "(the last is 0: a bandit)")
+assert np.abs(Delta - beta * sol["kl_mix_to_opt"]).max() < 1e-10  # P7
+assert np.abs(Delta - beta * np.sum(steps, axis=0)).max() < 1e-10 and abs(steps[-1][10]) < 1e-12
+assert sol["gap"][0] < 1e-12 and sol["gap"][-1] < 1e-12 and sol["gap"][10] > 1e-3  # 0 at the ends only
 
 plt.figure(figsize=(5, 3))
 plt.plot(W[:, 0], sol["gap"], "o-", ms=4)
@@ -234,6 +243,7 @@ plt.show()
 from theory.symbolic import prove_gap_identity_two_token
 
 print("symbolic residual  Delta - beta KL_seq  =", prove_gap_identity_two_token())
+assert prove_gap_identity_two_token() == 0
 
 # %% [markdown]
 # ## 5. Alignment controls the gap (P8, P9)
@@ -281,6 +291,9 @@ print("every bound holds on all", len(rows), "trees:",
       bool(np.all(G_root <= b_pair + 1e-12) and np.all(b_pair <= b_eps + 1e-12) and np.all(G_root <= b_beta + 1e-12)
            and np.all(Delta <= b_step + 1e-12) and np.all(b_step <= b_align + 1e-12)))
 print("aligned trees (eps = 0): max G_w(root) =", G_root[eps_ == 0].max(), " max Delta =", Delta[eps_ == 0].max())
+assert np.all(G_root <= b_pair + 1e-12) and np.all(b_pair <= b_eps + 1e-12) and np.all(G_root <= b_beta + 1e-12)
+assert np.all(Delta <= b_step + 1e-12) and np.all(b_step <= b_align + 1e-12)  # P9, on every tree
+assert G_root[eps_ == 0].max() < 1e-9 and Delta[eps_ == 0].max() < 1e-9  # P8
 mis = eps_ > 0
 print("closest approach to the bounds on the misaligned trees:"
       f"  G / min(eps bound, beta bound) <= {np.max(G_root[mis] / np.minimum(b_eps, b_beta)[mis]):.3f},"
@@ -327,6 +340,7 @@ betas = np.logspace(-2, 2, 41)
 G_two = np.array([tr.holder_gap(two_leaves, w, b)[0][0, 0] for b in betas])
 B_two = np.array([bounds.holder_gap_beta_bound(two_leaves, w, b)[0][0, 0] for b in betas])
 print("G / bound at beta = 0.01 and 100:", (G_two / B_two)[[0, -1]].round(4))
+assert np.all(G_two <= B_two + 1e-12) and np.all((G_two / B_two)[[0, -1]] > 0.9)  # approached in both limits
 plt.figure(figsize=(5, 3.2))
 plt.loglog(betas, G_two, label="G_w(root)")
 plt.loglog(betas, B_two, "r--", label="lam(1-lam) min(D, D^2/(8 beta))")
@@ -369,6 +383,8 @@ ref_seq = tr.sequence_stats(p10, tr.reference_token_policy(p10), half, beta10)
 for name, st in [("optimum pi*_w", sol10["optimal"]), ("zero-shot pi^mix_w", sol10["logit_mix"]),
                  ("reference pi_ref", ref_seq)]:
     print(f"{name:20s} R = {st['rewards'][0]}   KL = {st['kl'][0]:.3f}")
+assert np.all(sol10["logit_mix"]["rewards"][0] < ref_seq["rewards"][0])  # P10: worse than pi_ref on both
+assert np.all(sol10["logit_mix"]["rewards"][0] < 0.8) and np.all(sol10["optimal"]["rewards"][0] > 0.7)
 
 # %% [markdown]
 # The zero-shot mixture at `w = (1/2, 1/2)` reaches about `(1/2, 1/2)`: worse on both
@@ -415,6 +431,7 @@ plt.show()
 signs = np.sign(root_star[:, 1] - root_star[:, 0])
 print("sign changes of the optimal root log-odds along w_1:", int(np.sum(signs[1:] != signs[:-1])))
 print("largest loss of the mixture max_w Delta(w) =", sol10["gap"].max().round(4), "at w_1 =", W[sol10["gap"].argmax(), 0])
+assert int(np.sum(signs[1:] != signs[:-1])) == 2  # the optimum's log-odds change sign twice; a linear one cannot
 
 # %% [markdown]
 # ## Summary
