@@ -303,6 +303,50 @@ def main():
         (out / "clp_min_bench.json").write_text(json.dumps(
             {"config": asdict(cfg), "forward_backward": fb, "decoding": dec, "hf_forward_backward": hf,
              "issue_table": [{**asdict(r), "met": r.met} for r in rows]}, indent=2))
+    exact_gradient_row(cfg.repeats, cfg.out)
+
+
+def exact_gradient_row(repeats: int, out=None) -> dict:
+    """Issue 12 item 4: one exact-gradient step (clp_min.exact_pg) against one RLOO step (clp_min.rl).
+
+    The enumerable task and model of ``clp_min.exact_setups`` (V = 4, T = 4, 2 layers), CLP full, P = 8
+    prompts: the exact step sums over all 121 producible responses per prompt, RLOO samples n = 4.
+    Prints seconds per step and per response, and the ratio of step times (median of per-round ratios).
+    """
+    import numpy as np
+
+    from clp_min import exact_pg, exact_setups, rl
+    from clp_min import task as tk
+    from clp_min.pretrain import model_config
+
+    task = tk.TaskConfig(**exact_setups.ENUM_TASK)
+    torch.manual_seed(0)
+    ref = GPT(model_config(task, **exact_setups.MODEL)).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    policy = ParamConditioned.from_base(GPT(model_config(task, **exact_setups.MODEL)), 2, "full")
+    opt = torch.optim.SGD(policy.parameters(), lr=0.0)  # the parameters stay put: every round times the same step
+    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    P, n = 8, 4
+    N = len(exact_pg.producible_responses(task.vocab, task.response_len))
+    cases = {"exact": lambda: exact_pg.exact_step(policy, ref, opt, task, rl.draw_weightings(rng, P, 2, "uniform"),
+                                                  0.1, gen),
+             "rloo": lambda: rl.rl_step(policy, ref, opt, task, rl.draw_weightings(rng, P, 2, "uniform"), n, 0.1, gen)}
+    with tqdm(total=repeats, disable=not sys.stderr.isatty(), desc="bench exact") as progress:
+        times = round_robin(cases, repeats, progress)
+    row = {"P": P, "responses_exact": P * N, "responses_rloo": P * n,
+           "s_per_step_exact": statistics.median(times["exact"]), "s_per_step_rloo": statistics.median(times["rloo"]),
+           "ratio_exact_over_rloo": median_ratio(times, "exact", "rloo")}
+    row["s_per_response_exact"] = row["s_per_step_exact"] / row["responses_exact"]
+    row["s_per_response_rloo"] = row["s_per_step_rloo"] / row["responses_rloo"]
+    print(f"\n## Exact gradient vs RLOO step (V=4, T=4, {exact_setups.MODEL}, CLP full, P={P})\n")
+    print("| estimator | responses/step | s/step | s/response | step ratio |\n|---|---|---|---|---|")
+    print(f"| exact | {P * N} | {row['s_per_step_exact']:.3f} | {row['s_per_response_exact']:.2e} | "
+          f"{row['ratio_exact_over_rloo']:.2f}x |")
+    print(f"| RLOO n={n} | {P * n} | {row['s_per_step_rloo']:.3f} | {row['s_per_response_rloo']:.2e} | 1 |")
+    if out:
+        (Path(out) / "clp_min_bench_exact.json").write_text(json.dumps(row, indent=2))
+    return row
 
 
 if __name__ == "__main__":

@@ -52,12 +52,13 @@ def _add_eval_and_reproduce(groups) -> None:
     ev.add_argument("--out", default=None, help="output folder (default RUN_DIR/eval)")
     ev.set_defaults(run=run_eval)
 
-    rep = groups.add_parser("reproduce", help="theory claims, toy claims and clp_min setups (a)(b)(c), enum, enum_large: one report")
+    rep = groups.add_parser("reproduce", help="theory claims, toy claims and clp_min setups (a)(b)(c), enum, enum_large, "
+                                 "enum_exact, sweep: one report")
     rep.add_argument("--quick", action="store_true", help="one seed, short runs (under 10 minutes on 2 CPU cores)")
     rep.add_argument("--out", default="runs/reproduce", help="folder for report.md, report.json, figures")
     rep.add_argument("--runs", default=None, help="folder caching trained models (default OUT/runs)")
-    rep.add_argument("--setups", default="kl,two,three,enum,enum_large",
-                     help="comma-separated subset of kl,two,three,enum,enum_large")
+    rep.add_argument("--setups", default="kl,two,three,enum,enum_large,enum_exact,sweep",
+                     help="comma-separated subset of kl,two,three,enum,enum_large,enum_exact,sweep")
     rep.add_argument("--no-claims", action="store_true", help="skip the theory and toy claims")
     rep.add_argument("--seeds", default=None, help="comma-separated seeds (default: 0,1,2; --quick: 0)")
     rep.add_argument("--reuse-fronts", action="store_true",
@@ -162,14 +163,14 @@ def run_eval(args) -> int:
 def run_reproduce(args) -> int:
     import torch
 
-    from clp_min.report import reproduce
+    from clp_min.report import EXACT_SETUPS, reproduce
     from clp_min.setups import SETUPS
 
     torch.set_num_threads(1)
     names = [s.strip() for s in args.setups.split(",") if s.strip()]
     for name in names:
-        if name not in SETUPS:
-            raise ValueError(f"setups: unknown {name!r}; choose from {', '.join(SETUPS)}")
+        if name not in SETUPS and name not in EXACT_SETUPS:
+            raise ValueError(f"setups: unknown {name!r}; choose from {', '.join([*SETUPS, *EXACT_SETUPS])}")
     seeds = None
     if args.seeds is not None:
         try:

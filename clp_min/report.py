@@ -13,13 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
+from clp_min import exact_setups as xs
 from clp_min import setups as su
 from theory import pareto
 
 
-def _row(target: str, measured: str, value: float, rule: str, met: bool | None, per_seed=None) -> dict:
-    return {"target": target, "measured": measured, "value": float(value), "rule": rule,
-            "met": None if met is None else bool(met), "per_seed": per_seed}
+def _row(target: str, measured: str, value: float, rule: str, met: bool | None, per_seed=None, id=None) -> dict:
+    row = {"target": target, "measured": measured, "value": float(value), "rule": rule,
+           "met": None if met is None else bool(met), "per_seed": per_seed}
+    return row if id is None else {"id": id, **row}
 
 
 def _hv(res: dict, name: str) -> float:
@@ -47,17 +49,18 @@ def targets(results: dict) -> list:
         runs = results.get(setup, [])
         if not runs:
             continue
+        tag = "b" if setup == "two" else "c"
+        hvk = [hypervolumes_with_kl(r["monte_carlo"]) for r in runs]
+        for scope in su.CLP_SCOPES:  # issue 9 item 5: the (R, -K) hypervolume (P2) is the target
+            diff = [h[f"CLP {scope}"] - h["Rewarded Soups"] for h in hvk]
+            rows.append(_row(f"({tag}) CLP {scope} front dominates Rewarded Soups in (R, -K)",
+                             "min over seeds of HV(CLP) - HV(RS) on (R_1..R_m, -K), Monte Carlo", min(diff),
+                             "> 0 on every seed", min(diff) > 0, diff, id=f"{setup}-hv-RK-{scope}"))
         for scope in su.CLP_SCOPES:
             diff = [_hv(r, f"CLP {scope}") - _hv(r, "Rewarded Soups") for r in runs]
-            rows.append(_row(f"({'b' if setup == 'two' else 'c'}) CLP {scope} front dominates Rewarded Soups",
-                             "min over seeds of HV(CLP) - HV(RS), Monte Carlo", min(diff),
-                             "> 0 on every seed", min(diff) > 0, diff))
-        for scope in su.CLP_SCOPES:
-            hvk = [hypervolumes_with_kl(r["monte_carlo"]) for r in runs]
-            diff = [h[f"CLP {scope}"] - h["Rewarded Soups"] for h in hvk]
-            rows.append(_row(f"({'b' if setup == 'two' else 'c'}) CLP {scope} against Rewarded Soups in (R, -K)",
-                             "min over seeds of HV(CLP) - HV(RS) on (R_1..R_m, -K), Monte Carlo", min(diff),
-                             "report", None, diff))
+            rows.append(_row(f"({tag}) CLP {scope} against Rewarded Soups in reward space",
+                             "min over seeds of HV(CLP) - HV(RS), Monte Carlo (ignores KL)", min(diff),
+                             "report", None, diff, id=f"{setup}-hv-R-{scope}"))
         for scope in su.CLP_SCOPES:
             diff = [r["measures"]["methods"][f"CLP {scope}"]["total_spread"]
                     - r["measures"]["methods"]["input"]["total_spread"] for r in runs]
@@ -71,6 +74,13 @@ def targets(results: dict) -> list:
         best = [min(r["exact"]["mean_normalised_regret"][f"CLP {s}"] for s in su.CLP_SCOPES) for r in runs]
         rows.append(_row(f"({enum}) best CLP's average normalised regret", "max over seeds of min over scopes, exact",
                          max(best), "< 0.05 on every seed", max(best) < 0.05, best))
+        regret = [r["exact"]["mean_normalised_regret"] for r in runs]
+        for scope in su.CLP_SCOPES:  # issue 9 item 5: the exact regret comparison is the target
+            margin = [min(g["Rewarded Soups"], g["logit mixing"]) - g[f"CLP {scope}"] for g in regret]
+            rows.append(_row(f"({enum}) CLP {scope} regret below Rewarded Soups' and logit mixing's",
+                             "min over seeds of min(regret RS, regret logit mixing) - regret CLP, exact",
+                             min(margin), "> 0 on every seed", min(margin) > 0, margin,
+                             id=f"{enum}-regret-{scope}"))
         hvk = [hypervolumes_with_kl(r["exact"]["methods"]) for r in runs]
         for scope in su.CLP_SCOPES:
             for key, label in (("measures", "R"), (None, "(R, -K)")):
@@ -86,6 +96,7 @@ def targets(results: dict) -> list:
             vals = [r["exact"]["mean_normalised_regret"][name] for r in runs]
             rows.append(_row(f"({enum}) {name}: average normalised regret", "mean over seeds, exact",
                              float(np.mean(vals)), "report", None, vals))
+    rows += oracle_targets(results.get("enum_exact", []), results.get("sweep", []))
     runs = results.get("kl", [])
     if runs:
         clp = max(r["monte_carlo"]["CLP full (KL)"]["model_calls_per_token"] for r in runs)
@@ -97,6 +108,78 @@ def targets(results: dict) -> list:
         diff = [_hv(r, "CLP full (KL)") - _hv(r, "realignment") for r in runs]
         rows.append(_row("(a) CLP (KL) front against realignment", "min over seeds of HV(CLP) - HV(realign), (R, -K)",
                          min(diff), "report", None, diff))
+    return rows
+
+
+T1_GAP, T2_RATIO, T3_RHO_ZS, T3_RHO_GAP, T4_REGRET, IDEAL_TOL = 0.01, 0.3, 0.8, 0.6, 0.01, 1e-9
+ZERO_SHOT = ("ideal zero-shot", "logit mixing", "Rewarded Soups")
+
+
+def _spearman(a, b) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+def oracle_targets(enum_runs: list, sweep_runs: list) -> list:
+    """Issue 9's rows T1-T4 (thresholds fixed in the issue, before any run) and their INFO rows."""
+    rows = []
+    if enum_runs:
+        full = [r["exact"]["mean_normalised_regret"]["CLP full"] for r in enum_runs]
+        rows.append(_row("T4-oracle: enumerable CLP full converges (held-out prompts)",
+                         "exact average normalised regret of CLP full, exact gradient, held-out prompts",
+                         max(full), f"<= {T4_REGRET} on every seed", max(full) <= T4_REGRET, full, id="T4-oracle"))
+        regret = [r["exact"]["mean_normalised_regret"] for r in enum_runs]
+        clp_names = [n for n in regret[0] if n.startswith("CLP") and "RLOO" not in n]
+        for name in clp_names:  # issue 9 item 5: the exact regret comparison is the target
+            margin = [min(g["Rewarded Soups"], g["logit mixing"]) - g[name] for g in regret]
+            rows.append(_row(f"(enum_exact) {name} regret below Rewarded Soups' and logit mixing's",
+                             "min over seeds of min(regret RS, regret logit mixing) - regret CLP, exact, held-out",
+                             min(margin), "> 0 on every seed", min(margin) > 0, margin,
+                             id=f"enum_exact-regret-below-zero-shot-{name.split()[-1]}"))
+        for name in enum_runs[0]["exact"]["mean_normalised_regret"]:
+            vals = [r["exact"]["mean_normalised_regret"][name] for r in enum_runs]
+            rows.append(_row(f"(enum_exact) {name}: average normalised regret, held-out prompts",
+                             "mean over seeds, exact", float(np.mean(vals)), "report", None, vals,
+                             id=f"enum_exact-regret-{name}"))
+            gap = [r["exact"]["mean_normalised_regret"][name] - r["train_prompts_regret"][name] for r in enum_runs]
+            rows.append(_row(f"(enum_exact) {name}: generalisation gap", "held-out minus training-prompt regret",
+                             float(np.mean(gap)), "report", None, gap, id=f"enum_exact-gap-{name}"))
+    if not sweep_runs:
+        return rows
+    first = [r["tasks"][0] for r in sweep_runs]  # eps_1 = 0 (strength 0)
+    last = [r["tasks"][-1] for r in sweep_runs]  # the most misaligned task
+    ideal0 = [t["regret"]["ideal zero-shot"] for t in first]
+    gap1 = [t["regret"]["CLP full"] - min(t["regret"][n] for n in ZERO_SHOT) for t in first]
+    spread = [min(t["optimal_spread"]) for t in first]
+    met = max(ideal0) <= IDEAL_TOL and min(spread) > 0 and max(gap1) <= T1_GAP and max(t["eps_1"] for t in first) == 0
+    rows.append(_row("T1-aligned: at eps_1 = 0 zero-shot is exact and CLP is as good",
+                     f"CLP regret minus the best zero-shot method's (ideal, logit mixing, RS); ideal zero-shot "
+                     f"regret max {max(ideal0):.2g}; front spread min over rewards {min(spread):.3g}",
+                     max(gap1), f"ideal <= {IDEAL_TOL:g}, spread > 0, CLP - best <= {T1_GAP} on every seed",
+                     met, gap1, id="T1-aligned"))
+    ratio = [t["regret"]["CLP full"] / t["regret"]["ideal zero-shot"] for t in last]
+    rows.append(_row(f"T2-misaligned: CLP beats the ideal zero-shot at eps_1 = {np.mean([t['eps_1'] for t in last]):.3g}",
+                     "regret(CLP full) / regret(ideal zero-shot) at the most misaligned task", max(ratio),
+                     f"<= {T2_RATIO} on every seed", max(ratio) <= T2_RATIO, ratio, id="T2-misaligned"))
+    rho_zs, rho_gap = [], []
+    for r in sweep_runs:
+        eps = [t["eps_1"] for t in r["tasks"]]
+        rho_zs.append(_spearman(eps, [t["regret"]["ideal zero-shot"] for t in r["tasks"]]))
+        rho_gap.append(_spearman(eps, [t["regret"]["ideal zero-shot"] - t["regret"]["CLP full"] for t in r["tasks"]]))
+    rows.append(_row("T3-monotone: zero-shot regret and CLP's advantage grow with eps_1",
+                     f"Spearman(eps_1, ideal zero-shot regret) per seed {[round(v, 3) for v in rho_zs]}; "
+                     f"Spearman(eps_1, ideal zero-shot - CLP) per seed {[round(v, 3) for v in rho_gap]}",
+                     min(min(rho_zs) - T3_RHO_ZS, min(rho_gap) - T3_RHO_GAP),
+                     f"rho_zs >= {T3_RHO_ZS} and rho_gap >= {T3_RHO_GAP} on every seed (value: smallest margin)",
+                     min(rho_zs) >= T3_RHO_ZS and min(rho_gap) >= T3_RHO_GAP,
+                     [min(a - T3_RHO_ZS, b - T3_RHO_GAP) for a, b in zip(rho_zs, rho_gap)], id="T3-monotone"))
+    for k, t in enumerate(sweep_runs[0]["tasks"]):
+        for name in t["regret"]:
+            vals = [r["tasks"][k]["regret"][name] for r in sweep_runs]
+            rows.append(_row(f"(sweep) s = {t['strength']:.3g}, eps_1 = {t['eps_1']:.3g}: {name}",
+                             "average normalised regret, exact, held-out prompts (mean over seeds)",
+                             float(np.mean(vals)), "report", None, vals, id=f"sweep-s{t['strength']:.3f}-{name}"))
     return rows
 
 
@@ -115,13 +198,16 @@ def write_report(out: Path, theory_rows: list, toy_rows: list, target_rows: list
         lines.append(f"| {r['target']} | {r['measured']} | {r['value']:.4g} | {r['rule']} | {met} | {seeds} |")
     lines += ["", "## Fronts (seed 0)", ""]
     for setup, runs in results.items():
-        if runs:
-            lines.append(f"![{setup}]({setup}/seed{runs[0]['seed']}/fronts.png)")
+        if setup == "sweep" and runs:
+            lines.append("![sweep](sweep/regret_vs_eps.png)")
+        elif runs:
+            if setup != "enum_exact":
+                lines.append(f"![{setup}]({setup}/seed{runs[0]['seed']}/fronts.png)")
             if setup.startswith("enum"):
                 lines.append(f"![{setup} exact]({setup}/seed{runs[0]['seed']}/fronts_exact.png)")
     lines += ["", "## Per-method measures (mean over seeds)", ""]
     for setup, runs in results.items():
-        if not runs:
+        if not runs or setup in EXACT_SETUPS:
             continue
         lines += [f"### setup {setup}", "", "| method | hypervolume | total spread | rank corr. (mean) | calls/token |",
                   "|---|---|---|---|---|"]
@@ -186,6 +272,19 @@ def run_toy(quick: bool, out: Path, progress: bool) -> list:
              "status": c.status} for c in run_claims(cfg, out, progress=progress)]
 
 
+EXACT_SETUPS = ("enum_exact", "sweep")  # clp_min.exact_setups (issue 9)
+
+
+def _exact_run(name, seed, scale, out: Path, runs, reuse: bool) -> dict:
+    path = out / name / f"seed{seed}" / ("sweep.json" if name == "sweep" else "front.json")
+    if reuse and path.exists():
+        saved = json.loads(path.read_text())
+        if saved["scale"] == json.loads(json.dumps(asdict(scale))):
+            return saved
+    run = xs.run_sweep if name == "sweep" else xs.run_enum_exact
+    return run(seed, scale, out, out / "runs" if runs is None else runs)
+
+
 def _front(name, seed, scale, out: Path, progress, runs, reuse: bool) -> dict:
     path = out / name / f"seed{seed}" / "front.json"
     if reuse and path.exists():
@@ -196,7 +295,8 @@ def _front(name, seed, scale, out: Path, progress, runs, reuse: bool) -> dict:
     return su.run_setup(name, seed, scale, out, progress, runs)
 
 
-def reproduce(out, quick: bool, progress: bool = False, setups=("kl", "two", "three", "enum", "enum_large"),
+def reproduce(out, quick: bool, progress: bool = False,
+              setups=("kl", "two", "three", "enum", "enum_large", "enum_exact", "sweep"),
               with_claims: bool = True, runs=None, seeds=None, reuse_fronts: bool = False, jobs: int = 1,
               mechanisms: bool = True) -> dict:
     """Everything, written under ``out``; returns ``{"targets", "report"}``.
@@ -212,8 +312,10 @@ def reproduce(out, quick: bool, progress: bool = False, setups=("kl", "two", "th
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     scale = su.SCALES["quick" if quick else "full"]
+    exact_scale = xs.EXACT_SCALES["quick" if quick else "full"]
     if seeds is not None:
         scale = replace(scale, seeds=tuple(seeds))
+        exact_scale = replace(exact_scale, seeds=tuple(seeds))
     seconds = {}
     start = time.perf_counter()
     theory_rows = run_theory(quick) if with_claims else []
@@ -225,13 +327,21 @@ def reproduce(out, quick: bool, progress: bool = False, setups=("kl", "two", "th
         from clp_min.jobs import train_all
 
         start = time.perf_counter()
-        train_all(setups, scale, out / "runs" if runs is None else runs, jobs, progress)
+        # the exact-oracle setups (enum_exact, sweep) train in their own runner, sequentially
+        train_all([n for n in setups if n not in EXACT_SETUPS], scale, out / "runs" if runs is None else runs,
+                  jobs, progress)
         seconds[f"training ({jobs} jobs)"] = time.perf_counter() - start
     results = {}
     for name in setups:
         start = time.perf_counter()
-        results[name] = [_front(name, seed, scale, out, progress, runs, reuse_fronts) for seed in scale.seeds]
+        if name in EXACT_SETUPS:
+            results[name] = [_exact_run(name, seed, exact_scale, out, runs, reuse_fronts)
+                             for seed in exact_scale.seeds]
+        else:
+            results[name] = [_front(name, seed, scale, out, progress, runs, reuse_fronts) for seed in scale.seeds]
         seconds[f"setup {name}" + (" (front.json reused)" if reuse_fronts else "")] = time.perf_counter() - start
+    if results.get("sweep"):
+        xs.plot_sweep(results["sweep"], out / "sweep" / "regret_vs_eps.png")
     mech_text = None
     if mechanisms and {"enum", "two"} <= set(setups):
         from clp_min import mechanisms_study
@@ -242,15 +352,23 @@ def reproduce(out, quick: bool, progress: bool = False, setups=("kl", "two", "th
         seconds["mechanisms (issue 14)"] = time.perf_counter() - start
     rows = targets(results)
     header = (f"Scale: `{scale}`; beta = {su.BETA}; model {su.MODEL}. Training weightings: {su.TRAIN_WEIGHTS}.\n\n"
+              f"Exact-oracle scale (enum_exact, sweep; clp_min/exact_setups.py): `{exact_scale}`; model "
+              f"{xs.MODEL}; exact gradient (clp_min/exact_pg.py); evaluation on every held-out prompt "
+              f"(clp_min.task.is_heldout), never drawn in training.\n\n"
               "Setups: (a) `kl` one reward (coverage), KL weight steered; (b) `two` coverage + brevity; "
               "(c) `three` coverage + brevity + order; `enum` = (b) with V = 4, T = 4, evaluated exactly; "
-              "`enum_large` = `enum` with a 2-layer, 64-wide model and 3x the RL steps (clp_min/setups.py).\n\n"
-              "Rewards: R_1 = coverage, R_2 = brevity, R_3 = order (clp_min/task.py); all in [0, 1].\n\n"
-              "Hypervolume (HV) reference point: the worst reward vector 0; for (a) (R, -K) with (0, -1.1 K_max), "
-              "K_max the largest KL of any method in that seed. The targets use the reward-space HV at fixed "
-              "beta (THEORY.md section 6); the INFO rows 'in (R, -K)' add -K as an objective (P2's m + 1 "
-              "objectives, reference (0 .. 0, -1.1 K_max)), since the reward-space HV ignores what each point "
-              "pays in KL. Monte Carlo HVs carry sampling noise (each reward's standard error is in front.json). "
+              "`enum_large` = `enum` with a 2-layer, 64-wide model and 3x the RL steps (clp_min/setups.py; both "
+              "trained by RLOO); `enum_exact` = `enum` trained with the exact gradient on training prompts only; "
+              "`sweep` = the misalignment knob, rewards (coverage, knob_s) (clp_min/exact_setups.py).\n\n"
+              "Rewards: R_1 = coverage, R_2 = brevity, R_3 = order (clp_min/task.py); all in [0, 1]; "
+              "knob_s = (1 - s)(coverage + 2 [empty]) + s brevity.\n\n"
+              "Comparisons (issue 9 item 5): in the enumerable setups the target is the exact regret (CLP's "
+              "below Rewarded Soups' and logit mixing's on every seed); in the Monte Carlo setups it is the "
+              "hypervolume in (R_1 .. R_m, -K) (P2's m + 1 objectives) with reference point (0 .. 0, -1.1 K_max), "
+              "K_max the largest KL of any method's point in that seed; the reward-space hypervolume (reference: "
+              "the worst reward vector 0) is INFO, since it ignores what each point pays in KL; for (a) the "
+              "points are (R, -K) with reference (0, -1.1 K_max). Monte Carlo HVs carry sampling noise (each "
+              "reward's standard error is in front.json). "
               "Spread: max - min of each reward over the weighting grid; 'steers more widely' compares the "
               "sum of the spreads.\n\n"
               "Wall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items()))

@@ -78,15 +78,16 @@ def leave_one_out_advantages(R: torch.Tensor) -> torch.Tensor:
 
 
 def draw_prompts(cfg: tk.TaskConfig, P: int, generator) -> torch.Tensor:
-    """``[P, L]`` prompts from one torch.Generator, or one prompt from each of P generators."""
+    """``[P, L]`` training prompts (never held out, ``task.is_heldout``) from one torch.Generator, or one
+    prompt from each of P generators."""
     if isinstance(generator, (list, tuple)):
-        return torch.cat([tk.sample_prompts(cfg, 1, g) for g in generator])
-    return tk.sample_prompts(cfg, P, generator)
+        return torch.cat([tk.sample_prompts(cfg, 1, g, split="train") for g in generator])
+    return tk.sample_prompts(cfg, P, generator, split="train")
 
 
 def rl_step(policy, pi_ref, optimizer, cfg: tk.TaskConfig, w_prompts: np.ndarray, n: int, beta: float,
             generator: torch.Generator, steer_kl: bool = False) -> dict:
-    """One RLOO update of ``policy`` on ``P = len(w_prompts)`` fresh prompts with ``n`` samples each.
+    """One RLOO update of ``policy`` on ``P = len(w_prompts)`` fresh training prompts with ``n`` samples each.
 
     Args:
         policy: conditioned policy ``policy(w, idx, cache) -> (logits, cache)`` being trained.

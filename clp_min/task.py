@@ -22,6 +22,20 @@ Rewards (each in [0, 1], higher is better), chosen to pull apart:
   Faithfulness of order: it rewards copying the prompt in order, repeated tokens
   included, so it conflicts with brevity and only partly agrees with coverage
   (which ignores order and repetition).
+- ``knob``      = (1 - s) * (coverage + 2 [y' empty]) + s * brevity, with ``s = strength``
+  in [0, 1]: the misalignment knob (issue 9), paired with ``coverage``. Then
+  ``coverage - knob = s (coverage - brevity) - 2 (1 - s) [y' empty]``; the second
+  term depends on the first response token only (the response is empty iff
+  ``y_1 = EOS``), so at ``s = 0`` the two rewards differ by a function of the
+  first token (THEORY.md P6: zero-shot mixing is exact), yet the front is not a
+  point: the empty response scores 2 on ``knob`` and 0 on ``coverage``, any other
+  at most 1 on both (the bonus 2 > 1 makes the trade-off real). Below
+  every depth-1 prefix ``eps(s) = s * eps(s)|_{s=1}``: misalignment grows linearly
+  with ``s`` up to the coverage-vs-brevity task at ``s = 1``.
+
+Held-out prompts (``is_heldout``): a fixed hash of the prompt's tokens puts
+about one prompt in ``HELDOUT_EVERY`` in the evaluation split, for any V and L;
+training draws only from the rest (``sample_prompts(..., split="train")``).
 
 Shape letters: B batch, L prompt length, T response length, V vocabulary, m rewards.
 Randomness is an argument (``torch.Generator``).
@@ -33,9 +47,11 @@ from dataclasses import dataclass, fields
 import torch
 
 EOS = 0
-REWARDS = ("coverage", "brevity", "order")
+REWARDS = ("coverage", "brevity", "order", "knob")
 MAX_VOCAB = 2 ** 16  # bounded work (README, "Limits"): checked before any allocation
 MAX_LEN = 512  # prompt_len and response_len each (pi_ref's block is their sum)
+HELDOUT_EVERY = 8  # about 1/8 of all prompts are held out for evaluation
+SPLITS = ("any", "train", "heldout")
 
 
 @dataclass(frozen=True)
@@ -46,6 +62,7 @@ class TaskConfig:
     p_keep: float = 0.5  # reference process: probability of keeping each prompt token
     p_noise: float = 0.1  # reference process: probability a kept token is replaced by a random one
     rewards: tuple = ("coverage", "brevity")  # names from REWARDS, in order; m = len(rewards)
+    strength: float = 1.0  # s of the "knob" reward: 0 = aligned below the root, 1 = brevity
 
     def __post_init__(self):
         for name in ("vocab", "prompt_len", "response_len"):
@@ -57,7 +74,7 @@ class TaskConfig:
                 raise ValueError(f"{name}: {getattr(self, name)} exceeds the limit of {limit}")
         if self.vocab < 2:
             raise ValueError(f"vocab: need EOS and at least one content token, got {self.vocab}")
-        for name in ("p_keep", "p_noise"):
+        for name in ("p_keep", "p_noise", "strength"):
             p = getattr(self, name)
             if not isinstance(p, (int, float)) or not 0 <= p <= 1:
                 raise ValueError(f"{name}: must be a probability in [0, 1], got {p!r}")
@@ -83,9 +100,41 @@ class TaskConfig:
         return cls(**{k: (tuple(v) if k == "rewards" else v) for k, v in d.items()})
 
 
-def sample_prompts(cfg: TaskConfig, B: int, generator: torch.Generator) -> torch.Tensor:
-    """``B`` prompts ``[B, L]`` of uniform content tokens."""
-    return torch.randint(1, cfg.vocab, (B, cfg.prompt_len), generator=generator)
+def is_heldout(prompts: torch.Tensor) -> torch.Tensor:
+    """``[B]`` bool: the prompt is in the evaluation split (fixed hash of its tokens, module doc).
+
+    Hash: polynomial in the tokens with multiplier 1_000_003, reduced mod 2^31, then
+    Knuth's multiplicative mix; held out iff the result is 0 mod ``HELDOUT_EVERY``.
+    """
+    h = torch.zeros(prompts.size(0), dtype=torch.int64)
+    for t in range(prompts.size(1)):
+        h = (h * 1_000_003 + prompts[:, t].to(torch.int64) + 1) % 2 ** 31
+    h = (h * 2_654_435_761) % 2 ** 32
+    return (h >> 7) % HELDOUT_EVERY == 0
+
+
+def sample_prompts(cfg: TaskConfig, B: int, generator: torch.Generator, split: str = "any") -> torch.Tensor:
+    """``B`` prompts ``[B, L]`` of uniform content tokens; ``split`` keeps only train or held-out ones.
+
+    A split is drawn by rejection (redrawing the rejected rows), so it is uniform over its prompts.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split: unknown {split!r}; choose from {SPLITS}")
+    x = torch.randint(1, cfg.vocab, (B, cfg.prompt_len), generator=generator)
+    if split == "any":
+        return x
+    bad = is_heldout(x) != (split == "heldout")
+    while bad.any():
+        x[bad] = torch.randint(1, cfg.vocab, (int(bad.sum()), cfg.prompt_len), generator=generator)
+        bad = is_heldout(x) != (split == "heldout")
+    return x
+
+
+def all_prompts(cfg: TaskConfig) -> torch.Tensor:
+    """Every prompt ``[(V-1)^L, L]`` in lexicographic order (small tasks only)."""
+    C, L = cfg.vocab - 1, cfg.prompt_len
+    index = torch.arange(C ** L)
+    return torch.stack([(index // C ** (L - 1 - t)) % C + 1 for t in range(L)], dim=1)
 
 
 def reference_responses(cfg: TaskConfig, prompts: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -127,6 +176,13 @@ def _token_sets(tokens: torch.Tensor, mask: torch.Tensor, V: int) -> torch.Tenso
     return present
 
 
+def _coverage(prompts: torch.Tensor, responses: torch.Tensor, alive: torch.Tensor, V: int) -> torch.Tensor:
+    """``[B]``: share of the prompt's distinct tokens that the response's live tokens mention."""
+    in_prompt = _token_sets(prompts, torch.ones_like(prompts, dtype=torch.bool), V)  # (B, V)
+    in_response = _token_sets(responses, alive, V)
+    return (in_prompt & in_response).sum(1) / in_prompt.sum(1).to(torch.float64)
+
+
 def longest_common_subsequence(a: torch.Tensor, a_mask: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """LCS length of ``a[i][a_mask[i]]`` and ``b[i]`` for each row, ``[B]`` (dynamic programme over T x L)."""
     B, T = a.shape
@@ -152,11 +208,12 @@ def rewards(cfg: TaskConfig, prompts: torch.Tensor, responses: torch.Tensor) -> 
     columns = []
     for name in cfg.rewards:
         if name == "coverage":
-            in_prompt = _token_sets(prompts, torch.ones_like(prompts, dtype=torch.bool), V)  # (B, V)
-            in_response = _token_sets(responses, alive, V)
-            columns.append((in_prompt & in_response).sum(1) / in_prompt.sum(1).to(torch.float64))
+            columns.append(_coverage(prompts, responses, alive, V))
         elif name == "brevity":
             columns.append(1.0 - n / T)
+        elif name == "knob":
+            s, cov = cfg.strength, _coverage(prompts, responses, alive, V)
+            columns.append((1 - s) * (cov + 2.0 * (n == 0).to(torch.float64)) + s * (1.0 - n / T))
         else:  # order
             columns.append(longest_common_subsequence(responses, alive, prompts).to(torch.float64) / T)
     return torch.stack(columns, dim=1)

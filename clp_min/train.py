@@ -48,7 +48,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from tqdm import tqdm
 
-from clp_min import distributed, rl
+from clp_min import distributed, exact_pg, rl
 from clp_min.checkpoint import canonical_safetensors, load_checkpoint, save_checkpoint, write_atomic
 from clp_min.conditioning import SCOPES, ParamConditioned, Unconditioned
 from clp_min.input_cond import InputConditioned
@@ -65,6 +65,7 @@ CONDITIONINGS = ("none", "full", "attn", "logit", "input", "input+full", "input+
                  "svd_lora", "soft_tokens", "prompt_tokens")  # the last three: frozen base (issue 14)
 STEERS = ("rewards", "kl")
 LR_SCHEDULES = ("constant", "cosine")
+ESTIMATORS = ("rloo", "exact")
 RESUMABLE = ("out", "resume", "steps", "log_every", "ckpt_every", "device")  # may differ when resuming
 
 
@@ -85,7 +86,8 @@ class TrainConfig:
     response_len: int = 5  # T: maximum response tokens (at most 512)
     p_keep: float = 0.5  # reference process: keep probability of each prompt token
     p_noise: float = 0.1  # reference process: replacement probability of a kept token
-    rewards: tuple = ("coverage", "brevity")  # reward names (coverage, brevity, order), in order
+    rewards: tuple = ("coverage", "brevity")  # reward names (coverage, brevity, order, knob), in order
+    strength: float = 1.0  # s of the "knob" reward (clp_min.task): 0 aligned below the root .. 1 = brevity
     # model (pi_ref and the policy share it)
     n_layer: int = 1  # transformer blocks
     n_head: int = 2  # attention heads
@@ -110,6 +112,7 @@ class TrainConfig:
     steps: int = 300  # total RL steps
     prompts_per_step: int = 16  # P: prompts (and weightings) per step
     samples_per_prompt: int = 4  # n: responses per prompt (leave-one-out baseline needs n >= 2)
+    estimator: str = "rloo"  # rloo (sampled, clp_min.rl) | exact (every response, clp_min.exact_pg; V^T <= 4096)
     lr: float = 3e-3  # Adam learning rate
     lr_schedule: str = "constant"  # constant | cosine (lr * (1 + cos(pi step / steps)) / 2, a function of the step)
     log_every: int = 25  # steps between entries of log.json
@@ -120,7 +123,8 @@ class TrainConfig:
 
     def task(self) -> TaskConfig:
         return TaskConfig(vocab=self.vocab, prompt_len=self.prompt_len, response_len=self.response_len,
-                          p_keep=self.p_keep, p_noise=self.p_noise, rewards=tuple(self.rewards))
+                          p_keep=self.p_keep, p_noise=self.p_noise, rewards=tuple(self.rewards),
+                          strength=self.strength)
 
     @property
     def m(self) -> int:
@@ -161,6 +165,10 @@ class TrainConfig:
             raise ValueError(f"streams: unknown {self.streams!r}; choose from {distributed.STREAMS}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule: unknown {self.lr_schedule!r}; choose from {LR_SCHEDULES}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator: unknown {self.estimator!r}; choose from {ESTIMATORS}")
+        if self.estimator == "exact":
+            exact_pg.check_enumerable(task)
         if self.steer not in STEERS:
             raise ValueError(f"steer: unknown {self.steer!r}; choose from {STEERS}")
         if self.steer == "kl" and task.m != 1:
@@ -461,8 +469,12 @@ def train(cfg: TrainConfig, progress: bool | None = None, stop_at: int | None = 
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, step)
         w, gen = step_streams(cfg, step, local, rng, generator)
-        stats = rl.rl_step(ddp_policy, pi_ref, optimizer, task, w, cfg.samples_per_prompt, cfg.beta,
-                           gen, steer_kl=cfg.steer == "kl")
+        if cfg.estimator == "exact":
+            stats = exact_pg.exact_step(ddp_policy, pi_ref, optimizer, task, w, cfg.beta, gen,
+                                        steer_kl=cfg.steer == "kl")
+        else:
+            stats = rl.rl_step(ddp_policy, pi_ref, optimizer, task, w, cfg.samples_per_prompt, cfg.beta,
+                               gen, steer_kl=cfg.steer == "kl")
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             history.append({"step": done, **distributed.mean_over_ranks(stats, ctx)})

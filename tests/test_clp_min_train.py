@@ -162,7 +162,7 @@ def test_rl_reward_includes_the_kl_penalty():
     gen = torch.Generator().manual_seed(5)
     copy_gen = torch.Generator().manual_seed(5)
     # by hand, before the update (same draws: prompts then responses)
-    prompts = tk.sample_prompts(task, 2, copy_gen).repeat_interleave(n, dim=0)
+    prompts = tk.sample_prompts(task, 2, copy_gen, split="train").repeat_interleave(n, dim=0)  # as rl_step draws
     w = torch.from_numpy(w_prompts).float().repeat_interleave(n, dim=0)
     with torch.no_grad():
         y = rl.pad_responses(sample(policy, w, prompts, task.response_len, generator=copy_gen, eos=tk.EOS).tokens,

@@ -1,0 +1,265 @@
+"""The enumerable configuration as an exact oracle (issue 9): a converging reference and the misalignment sweep.
+
+    "enum_exact"  coverage vs brevity with V = 4, T = 4 (every response listed), trained with the exact
+                  gradient (clp_min.exact_pg) on training prompts only and evaluated exactly on the
+                  held-out prompts (clp_min.task.is_heldout; all of them) and on as many training
+                  prompts (the generalisation gap). Methods: CLP full / attn / logit (exact gradient),
+                  CLP full trained by RLOO at the same steps and prompts per step (the cost of
+                  sampling variance), and the zero-shot methods of two single-objective experts
+                  (exact gradient): Rewarded Soups and per-token logit mixing.
+    "sweep"       the misalignment knob (clp_min.task reward ``knob``, strength s): rewards
+                  (coverage, knob_s) for each s in ``strengths``. Per task: a knob expert and CLP full
+                  (exact gradient; the coverage expert is shared by every task), evaluated exactly:
+                  CLP full, logit mixing and Rewarded Soups of the trained experts, and logit mixing
+                  of the exact per-reward optima (theory.tree.zero_shot_token_policy: the ideal
+                  zero-shot, no training). ``eps_1`` = the largest eps(s) over depth-1 prefixes of
+                  every held-out prompt's tree (theory.tree.misalignment); its mean over them is kept too.
+
+Both share, per seed, one pi_ref (pretrained on the task's reference process; the rewards play no
+part). Every regret is the exact average normalised regret over the weighting grid (clp_min.evaluate).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from clp_min import evaluate as ev
+from clp_min import exact
+from clp_min import setups as su
+from clp_min import task as tk
+from clp_min.conditioning import ParamConditioned
+from clp_min.train import TrainConfig, frozen
+from theory import pareto
+from theory.instances import Tree
+from theory.mixing import logit_mix
+from theory.tree import misalignment, zero_shot_token_policy
+from theory.weights import simplex_grid
+
+ENUM_TASK = su.ENUM_TASK  # V = 4, L = 6, T = 4: 729 prompts, 121 producible responses
+MODEL = dict(n_layer=2, n_head=2, n_embd=64)
+TRAIN_SPLIT_SEED = 30_000
+ENUM_EXACT_SCOPES = su.CLP_SCOPES  # CLP scopes of enum_exact: full, attn, logit  # which training prompts are evaluated beside the held-out ones
+
+
+@dataclass(frozen=True)
+class ExactScale:
+    seeds: tuple  # seeds to run
+    pretrain_steps: int  # supervised steps of pi_ref
+    steps: int  # RL steps of every enum_exact method (CLP, RLOO, experts)
+    prompts_per_step: int  # P per RL step
+    lr: float  # Adam learning rate (cosine schedule)
+    sweep_steps: int  # RL steps of every sweep model (experts and CLP)
+    strengths: tuple  # knob strengths s of the sweep's tasks
+    grid: int  # simplex_grid resolution (grid + 1 weightings)
+
+
+EXACT_SCALES = {
+    # model, lr and prompts per step chosen on seed 0 before seeds 1, 2 ran (docs/clp_min_results.md,
+    # "exploration log"); steps cut to what this session's shared 2-core machine allowed (2000 and 250
+    # were started first and stopped: at a load of 11 they would have needed ~3 hours)
+    "full": ExactScale(seeds=(0, 1, 2), pretrain_steps=800, steps=1000, prompts_per_step=8, lr=3e-3,
+                       sweep_steps=150, strengths=tuple(float(s) for s in np.linspace(0, 1, 8)), grid=10),
+    "quick": ExactScale(seeds=(0,), pretrain_steps=200, steps=40, prompts_per_step=8, lr=3e-3,
+                        sweep_steps=20, strengths=(0.0, 0.5, 1.0), grid=2),
+}
+
+
+def heldout_prompts(task: tk.TaskConfig) -> torch.Tensor:
+    """Every held-out prompt of the task ``[X, L]`` (never drawn in training)."""
+    x = tk.all_prompts(task)
+    return x[tk.is_heldout(x)]
+
+
+def training_prompts(task: tk.TaskConfig, n: int, seed: int) -> torch.Tensor:
+    """``n`` distinct training prompts, a fixed random subset (for the generalisation gap)."""
+    x = tk.all_prompts(task)
+    x = x[~tk.is_heldout(x)]
+    return x[torch.randperm(len(x), generator=torch.Generator().manual_seed(TRAIN_SPLIT_SEED + seed))[:n]]
+
+
+def _config(scale: ExactScale, seed: int, ref_path: Path, out: Path, steps: int, **kw) -> TrainConfig:
+    return TrainConfig(out=str(out), seed=seed, **ENUM_TASK, **MODEL, ref=str(ref_path),
+                       pretrain_steps=scale.pretrain_steps, beta=su.BETA, steps=steps,
+                       prompts_per_step=scale.prompts_per_step, lr=scale.lr, lr_schedule=su.LR_SCHEDULE,
+                       log_every=max(1, steps // 10), ckpt_every=steps, **kw)
+
+
+def _reference(scale: ExactScale, seed: int, runs: Path):
+    ref_path = Path(runs) / f"seed{seed}" / "enum_exact" / "ref.safetensors"
+    return su.reference_model(ENUM_TASK, MODEL, scale, seed, ref_path), ref_path  # uses scale.pretrain_steps
+
+
+def _expert(scale, seed, ref_path, out, steps, reward: str, strength: float = 1.0):
+    cfg = _config(scale, seed, ref_path, out, steps, rewards=(reward,), strength=strength, conditioning="none",
+                  weights="fixed", fixed_w=(1.0,), estimator="exact")
+    return su.trained(cfg, False).model
+
+
+def ideal_zero_shot(trees: list, W: np.ndarray, beta: float) -> list:
+    """Logit mixing of the exact per-reward optima pi*_{e_i} per tree, by depth ``[K, V^t, V]`` (section 3)."""
+    return [zero_shot_token_policy(t, W, beta) for t in trees]
+
+
+def eps_depth1(trees: list) -> dict:
+    """``eps(s)`` over the depth-1 prefixes of every tree: the largest and the mean (THEORY.md section 3)."""
+    eps = np.concatenate([misalignment(t)[1] for t in trees])  # (X * V,)
+    return {"max": float(eps.max()), "mean": float(eps.mean())}
+
+
+def _log_softmax_of(model):
+    return lambda idx: F.log_softmax(model(idx)[0].double(), dim=-1)
+
+
+def _trees(pi_ref, task: tk.TaskConfig, prompts: torch.Tensor) -> list:
+    with torch.no_grad():
+        return exact.prompt_trees(_log_softmax_of(pi_ref), task, prompts)
+
+
+def retarget(trees: list, task: tk.TaskConfig, prompts: torch.Tensor) -> list:
+    """The same pi_ref trees with ``task``'s rewards (the pi_ref pass is shared by every task of a sweep)."""
+    Y = tk.all_responses(task)
+    return [Tree.from_arrays(task.vocab, task.response_len, np.concatenate(t.ref_logp),
+                             tk.rewards(task, prompts[p:p + 1].expand(len(Y), -1), Y).numpy())
+            for p, t in enumerate(trees)]
+
+
+def expert_log_policies(experts: list, task: tk.TaskConfig, prompts: torch.Tensor) -> list:
+    """Each expert's exact token policy per prompt, by depth ``[V^t, V]``: list over experts of lists over prompts."""
+    with torch.no_grad():
+        return [exact.prefix_logprobs(_log_softmax_of(e), task, prompts) for e in experts]
+
+
+def logit_mix_log_policies(per_expert: list, W: np.ndarray) -> list:
+    """Per-token logit mixing of the experts' token policies, per prompt by depth ``[K, V^t, V]`` (section 2)."""
+    return [[logit_mix(np.stack([e[p][t] for e in per_expert]), W) for t in range(len(per_expert[0][p]))]
+            for p in range(len(per_expert[0]))]
+
+
+def policy_log_policies(policy, task: tk.TaskConfig, prompts: torch.Tensor, W: np.ndarray) -> list:
+    """A conditioned policy's token policy at every weighting, per prompt by depth ``[K, V^t, V]``."""
+    return exact.method_log_policies(ev.policy_method("", policy).logprobs, task, prompts, W)
+
+
+def exact_regrets(trees: list, log_policies: dict, W: np.ndarray) -> dict:
+    """Exact stats and average normalised regret of each method (token policies per prompt) against pi*_w."""
+    optimal = exact.optimal_stats(trees, W, su.BETA)
+    reference = exact.reference_stats(trees, W, su.BETA)
+    stats = {n: exact.policy_stats(trees, lp, W, su.BETA) for n, lp in log_policies.items()}
+    regret = {n: pareto.normalised_regret(optimal["objective"], s["objective"], reference["objective"])
+              for n, s in stats.items()}
+    return {"optimal": optimal, "reference": reference, "methods": stats, "normalised_regret": regret,
+            "mean_normalised_regret": {n: float(np.mean(r)) for n, r in regret.items()}}
+
+
+def enum_exact_configs(scale: ExactScale, seed: int, runs) -> dict:
+    """The training runs of ``enum_exact`` at one seed, ``{name: TrainConfig}`` (each cached in its folder)."""
+    base = Path(runs) / f"seed{seed}" / "enum_exact"
+    ref_path = base / "ref.safetensors"
+    two = ("coverage", "brevity")
+    cfgs = {f"expert {r}": _config(scale, seed, ref_path, base / f"ft_{r}", scale.steps, rewards=(r,),
+                                   conditioning="none", weights="fixed", fixed_w=(1.0,), estimator="exact")
+            for r in two}
+    for scope in ENUM_EXACT_SCOPES:
+        cfgs[f"CLP {scope}"] = _config(scale, seed, ref_path, base / f"clp_{scope}", scale.steps, rewards=two,
+                                       conditioning=scope, estimator="exact", **su.TRAIN_WEIGHTS)
+    cfgs["CLP full (RLOO)"] = _config(scale, seed, ref_path, base / "clp_full_rloo", scale.steps, rewards=two,
+                                      conditioning="full", estimator="rloo", **su.TRAIN_WEIGHTS)
+    return cfgs
+
+
+def run_enum_exact(seed: int, scale: ExactScale, root, runs) -> dict:
+    """Train and evaluate ``enum_exact`` at one seed; writes ``root/enum_exact/seed*/front.json`` and a figure."""
+    runs, root = Path(runs), Path(root)
+    pi_ref, ref_path = _reference(scale, seed, runs)
+    base = runs / f"seed{seed}" / "enum_exact"
+    task = tk.TaskConfig(**ENUM_TASK, rewards=("coverage", "brevity"))
+    cfgs = enum_exact_configs(scale, seed, runs)
+    experts = [su.trained(cfgs[f"expert {r}"], False).model for r in task.rewards]
+    policies = {name: su.trained(cfg, False) for name, cfg in cfgs.items() if name.startswith("CLP")}
+    policies["Rewarded Soups"] = frozen(ParamConditioned.from_experts(experts, "full"))
+    W = simplex_grid(2, scale.grid)
+    out = root / "enum_exact" / f"seed{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    held = heldout_prompts(task)
+    res = {}
+    for split, prompts in (("heldout", held), ("train", training_prompts(task, len(held), seed))):
+        trees = _trees(pi_ref, task, prompts)
+        log_pi = {n: policy_log_policies(pol, task, prompts, W) for n, pol in policies.items()}
+        log_pi["logit mixing"] = logit_mix_log_policies(expert_log_policies(experts, task, prompts), W)
+        res[split] = exact_regrets(trees, log_pi, W)
+    ev.plot_fronts(res["heldout"]["methods"], out / "fronts_exact.png",
+                   f"enum_exact, seed {seed}: exact fronts on held-out prompts",
+                   exact_front=res["heldout"]["optimal"]["rewards"],
+                   ref_point=res["heldout"]["reference"]["rewards"][0])
+    result = {"setup": "enum_exact", "seed": seed, "scale": asdict(scale), "model": MODEL, "beta": su.BETA,
+              "task": asdict(task), "weights": W, "prompts": {"heldout": len(held), "train": len(held)},
+              "exact": res["heldout"], "train_prompts_regret": res["train"]["mean_normalised_regret"]}
+    (out / "front.json").write_text(json.dumps(su._jsonable(result), indent=1))
+    return su._jsonable(result)
+
+
+def run_sweep(seed: int, scale: ExactScale, root, runs) -> dict:
+    """The misalignment sweep at one seed; writes ``root/sweep/seed*/sweep.json``."""
+    runs, root = Path(runs), Path(root)
+    pi_ref, ref_path = _reference(scale, seed, runs)
+    base = runs / f"seed{seed}" / "sweep"
+    cover = _expert(scale, seed, ref_path, base / "ft_coverage", scale.sweep_steps, "coverage")
+    W = simplex_grid(2, scale.grid)
+    held = heldout_prompts(tk.TaskConfig(**ENUM_TASK))
+    ref_trees = _trees(pi_ref, tk.TaskConfig(**ENUM_TASK, rewards=("coverage",)), held)
+    cover_log_pi = expert_log_policies([cover], tk.TaskConfig(**ENUM_TASK), held)[0]
+    tasks = []
+    for s in scale.strengths:
+        task = tk.TaskConfig(**ENUM_TASK, rewards=("coverage", "knob"), strength=s)
+        tag = f"s{s:.4f}"
+        knob = _expert(scale, seed, ref_path, base / f"ft_knob_{tag}", scale.sweep_steps, "knob", s)
+        cfg = _config(scale, seed, ref_path, base / f"clp_full_{tag}", scale.sweep_steps, rewards=task.rewards,
+                      strength=s, conditioning="full", estimator="exact", **su.TRAIN_WEIGHTS)
+        trees = retarget(ref_trees, task, held)
+        experts = [cover_log_pi, expert_log_policies([knob], task, held)[0]]
+        log_pi = {"CLP full": policy_log_policies(su.trained(cfg, False), task, held, W),
+                  "Rewarded Soups": policy_log_policies(frozen(ParamConditioned.from_experts([cover, knob], "full")),
+                                                        task, held, W),
+                  "logit mixing": logit_mix_log_policies(experts, W),
+                  "ideal zero-shot": ideal_zero_shot(trees, W, su.BETA)}
+        res = exact_regrets(trees, log_pi, W)
+        opt = res["optimal"]["rewards"]  # (K, 2)
+        eps = eps_depth1(trees)
+        tasks.append({"strength": s, "eps_1": eps["max"], "eps_1_mean": eps["mean"],
+                      "regret": res["mean_normalised_regret"],
+                      "optimal_spread": (opt.max(axis=0) - opt.min(axis=0)).tolist(),
+                      "optimal_rewards": opt, "rewards": {n: m["rewards"] for n, m in res["methods"].items()}})
+    result = {"setup": "sweep", "seed": seed, "scale": asdict(scale), "model": MODEL, "beta": su.BETA,
+              "weights": W, "tasks": tasks}
+    out = root / "sweep" / f"seed{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.json").write_text(json.dumps(su._jsonable(result), indent=1))
+    return su._jsonable(result)
+
+
+def plot_sweep(results: list, path) -> None:
+    """Regret against eps_1 for CLP and each zero-shot method (mean over seeds, min-max bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    eps = np.mean([[t["eps_1"] for t in r["tasks"]] for r in results], axis=0)
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    for name in results[0]["tasks"][0]["regret"]:
+        v = np.array([[t["regret"][name] for t in r["tasks"]] for r in results])  # (seeds, tasks)
+        mean = v.mean(axis=0)
+        ax.errorbar(eps, mean, yerr=[mean - v.min(axis=0), v.max(axis=0) - mean], fmt="o-", ms=3, lw=1,
+                    capsize=2, label=name)
+    ax.set_xlabel("eps_1 (largest eps(s) over depth-1 prefixes)")
+    ax.set_ylabel("average normalised regret (exact)")
+    ax.set_title(f"misalignment sweep ({len(results)} seed{'s' if len(results) > 1 else ''})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,170 @@
+"""Exact policy gradient (clp_min.exact_pg): the objective against theory's sequence_stats, its gradient
+against finite differences, and RLOO's mean gradient against it (three independent routes)."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clp_cli.main import main
+from clp_min import exact, exact_pg, rl
+from clp_min import task as tk
+from clp_min.conditioning import ParamConditioned, Unconditioned
+from clp_min.model import GPT
+from clp_min.pretrain import model_config
+from clp_min.train import TrainConfig, load_trained, train
+
+TASK = tk.TaskConfig(vocab=3, prompt_len=3, response_len=3)
+BETA = 0.3
+
+
+def _models(dtype, scope="full", seed=0):
+    """A random pi_ref and a CLP whose two copies are perturbed apart (so w matters), in ``dtype``."""
+    torch.manual_seed(seed)
+    ref = GPT(model_config(TASK, 1, 2, 8)).to(dtype).eval()
+    base = GPT(model_config(TASK, 1, 2, 8)).to(dtype)
+    policy = ParamConditioned.from_base(base, 2, scope).to(dtype)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return policy, ref
+
+
+def _train_prompts():
+    x = tk.all_prompts(TASK)
+    return x[~tk.is_heldout(x)]
+
+
+def test_producible_responses_hand_case():
+    Y = exact_pg.producible_responses(3, 2)
+    assert Y.tolist() == [[0, 0], [1, 0], [1, 1], [1, 2], [2, 0], [2, 1], [2, 2]]
+
+
+def test_objective_matches_theory_sequence_stats():
+    """J_w per prompt (each prompt its own w) equals theory.tree.sequence_stats on clp_min.exact's trees."""
+    policy, ref = _models(torch.float64)
+    prompts = tk.all_prompts(TASK)[:5]
+    w = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7], [0.5, 0.5], [0.9, 0.1]], dtype=torch.float64)
+    with torch.no_grad():
+        J = exact_pg.batch_objective(policy, ref, TASK, prompts, w, BETA)
+    trees = exact.prompt_trees(lambda idx: F.log_softmax(ref(idx)[0], dim=-1), TASK, prompts)
+    for p in range(len(prompts)):
+        log_pi = exact.method_log_policies(lambda wk, idx: F.log_softmax(policy(torch.as_tensor(wk), idx)[0], -1),
+                                           TASK, prompts[p:p + 1], w[p:p + 1].numpy())[0]
+        want = exact.policy_stats([trees[p]], [log_pi], w[p:p + 1].numpy(), BETA)
+        np.testing.assert_allclose(J["objective"][p].item(), want["objective"][0], rtol=0, atol=1e-10)
+        np.testing.assert_allclose(J["kl"][p].item(), want["kl"][0], rtol=0, atol=1e-10)
+        np.testing.assert_allclose(J["rewards"][p].numpy(), want["rewards"][0], rtol=0, atol=1e-10)
+
+
+def test_gradient_matches_central_differences():
+    """Autograd of the exact objective against (J(theta + h e_k) - J(theta - h e_k)) / 2h, float64."""
+    policy, ref = _models(torch.float64)
+    prompts = tk.all_prompts(TASK)[:4]
+    w = torch.tensor([[1.0, 0.0], [0.2, 0.8], [0.6, 0.4], [0.0, 1.0]], dtype=torch.float64)
+
+    def J():
+        return exact_pg.batch_objective(policy, ref, TASK, prompts, w, BETA)["objective"].mean()
+
+    params = list(policy.parameters())
+    grads = torch.autograd.grad(J(), params)
+    gen = torch.Generator().manual_seed(0)
+    h = 1e-6
+    for _ in range(8):
+        i = int(torch.randint(len(params), (1,), generator=gen))
+        k = int(torch.randint(params[i].numel(), (1,), generator=gen))
+        flat = params[i].data.view(-1)
+        with torch.no_grad():
+            flat[k] += h
+            up = J().item()
+            flat[k] -= 2 * h
+            down = J().item()
+            flat[k] += h
+        assert abs((up - down) / (2 * h) - grads[i].view(-1)[k].item()) < 1e-7
+
+
+def test_rloo_mean_gradient_agrees_with_exact():
+    """RLOO's gradient (clp_min.rl.rl_step with lr 0), averaged over many batches, is unbiased for the exact one.
+
+    Projected onto 3 random directions; each mean must lie within 4 standard errors.
+    Prompts: rl_step draws uniform training prompts, so the exact side averages J over all of them.
+    """
+    policy, ref = _models(torch.float32)
+    policy = Unconditioned(policy.policy_at(torch.tensor([0.5, 0.5])))  # one model: no per-example mixing
+    params = [p.requires_grad_(True) for p in policy.parameters()]
+    w_fixed = np.array([[0.3, 0.7]])
+    train_prompts = _train_prompts()
+    w = torch.tensor(w_fixed, dtype=torch.float32).expand(len(train_prompts), 2)
+    exact_grad = torch.autograd.grad(-exact_pg.batch_objective(policy, ref, TASK, train_prompts, w, BETA)
+                                     ["objective"].mean(), params)
+    gen = torch.Generator().manual_seed(1)
+    dirs = [[torch.randn(p.shape, generator=gen) for p in params] for _ in range(3)]
+    sgd = torch.optim.SGD(params, lr=0.0)
+    samples = []
+    for _ in range(200):
+        rl.rl_step(policy, ref, sgd, TASK, np.repeat(w_fixed, 8, axis=0), 4, BETA, gen)
+        samples.append([sum((p.grad * d).sum() for p, d in zip(params, dd)).item() for dd in dirs])
+    samples = np.array(samples)  # (batches, 3)
+    mean, se = samples.mean(0), samples.std(0, ddof=1) / np.sqrt(len(samples))
+    want = np.array([sum((g * d).sum() for g, d in zip(exact_grad, dd)).item() for dd in dirs])
+    assert np.all(np.abs(mean - want) < 4 * se), (mean, want, se)
+    assert np.all(se < 0.5 * np.abs(want).max())  # the check has power: the noise is below the signal
+
+
+def test_exact_training_raises_the_objective(tmp_path):
+    """``clp train --estimator exact``: J_w on every training prompt rises above pi_ref's at both vertices."""
+    cfg = TrainConfig(out=str(tmp_path / "run"), vocab=3, prompt_len=3, response_len=3, n_layer=1, n_head=2,
+                      n_embd=16, pretrain_steps=30, conditioning="full", weights="vertices", steps=40,
+                      prompts_per_step=8, lr=1e-2, beta=0.1, estimator="exact", log_every=10, ckpt_every=40)
+    train(cfg, progress=False)
+    policy, ref, cfg = load_trained(cfg.out)
+    x = _train_prompts()
+    for w in np.eye(2):
+        wx = torch.tensor(w, dtype=torch.float32).expand(len(x), 2)
+        with torch.no_grad():
+            J = exact_pg.batch_objective(policy, ref, cfg.task(), x, wx, 0.1)["objective"].mean().item()
+            J_ref = exact_pg.batch_objective(Unconditioned(ref), ref, cfg.task(), x, wx, 0.1)["objective"]
+        assert J > J_ref.mean().item() + 0.02, (w, J, J_ref.mean().item())
+
+
+def test_exact_estimator_refused_when_not_enumerable(capsys):
+    with pytest.raises(ValueError, match="^estimator: exact needs V"):
+        TrainConfig(vocab=10, response_len=5, estimator="exact").validate()
+    with pytest.raises(ValueError, match="^estimator: unknown"):
+        TrainConfig(estimator="reinforce").validate()
+    assert main(["train", "--estimator", "exact", "--vocab", "10", "--response_len", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("clp: error: estimator:") and "\n" not in err
+
+
+def test_unconditioned_policy_ignores_w():
+    """An unconditioned model (single objective) goes through the same path."""
+    _, ref = _models(torch.float64)
+    prompts = tk.all_prompts(TASK)[:2]
+    a, _ = exact_pg.response_log_probs(Unconditioned(ref), torch.zeros(2, 1), prompts, 3, 3)
+    # probabilities of the producible responses sum to 1 for every prompt
+    np.testing.assert_allclose(a.exp().sum(1).numpy(), 1.0, atol=1e-12)
+
+
+def test_training_steps_never_draw_heldout_prompts(monkeypatch):
+    """Both estimators draw their prompts from the training split (clp_min.task.is_heldout)."""
+    drawn = []
+    original = tk.sample_prompts
+
+    def recording(*args, **kwargs):
+        x = original(*args, **kwargs)
+        drawn.append(x)
+        return x
+
+    monkeypatch.setattr(tk, "sample_prompts", recording)
+    task = tk.TaskConfig(vocab=3, prompt_len=6, response_len=3)  # 64 prompts, 6 of them held out
+    ref = GPT(model_config(task, 1, 2, 8)).eval()
+    policy = ParamConditioned.from_base(GPT(model_config(task, 1, 2, 8)), 2, "full")
+    sgd = torch.optim.SGD(policy.parameters(), lr=0.0)
+    gen = torch.Generator().manual_seed(0)
+    w = np.full((64, 2), 0.5)
+    exact_pg.exact_step(policy, ref, sgd, task, w, BETA, gen)
+    rl.rl_step(policy, ref, sgd, task, w, 2, BETA, gen)
+    assert len(drawn) == 2 and not any(tk.is_heldout(x).any() for x in drawn)
+    assert tk.is_heldout(tk.all_prompts(task)).any()  # the split is not empty here
