@@ -1,13 +1,16 @@
 """Issue 14, items 3-5: the other conditioning mechanisms against CLP, and the training distribution of w.
 
     comparison  SVD-LoRA (Panacea), soft tokens, written prompts trained on every weighting and on
-                vertices only (Personalized Soups), each trained like the setups' CLP runs (same
-                pi_ref, task, beta, steps, weightings; clp_min.setups), in
-                  "enum" (exact: clp_min.exact, the setups' held-out trees and grid) and
-                  "two"  (setup (b), Monte Carlo on the setups' held-out prompts),
-                beside the setups' own methods (CLP full / attn / logit, input conditioning, Rewarded
-                Soups, logit mixing), whose numbers are read from the setups' front.json of the same
-                seed and scale (the exact reference statistics must agree: same pi_ref, same trees).
+                vertices only (Personalized Soups), each trained like the setup's CLP runs (same
+                pi_ref, task, beta, steps, weightings, estimator), in three parts:
+                  "enum_exact" (clp_min.exact_setups: exact gradient, 2 x 64 model, evaluated exactly
+                               on every held-out prompt),
+                  "two"        (setup (b), RLOO, Monte Carlo on the setup's held-out prompts),
+                  "enum"       (clp_min.setups: RLOO, 1 x 32 model, exact on the setup's prompts),
+                beside the setup's own methods (CLP full / attn / logit, Rewarded Soups, logit mixing;
+                input conditioning in "two" and "enum"; CLP full by RLOO in "enum_exact"), whose numbers
+                are read from the setup's front.json of the same seed and scale (for the exact parts the
+                exact reference statistics must agree: same pi_ref, same trees).
     w_dist      CLP attn in "enum" trained under Dirichlet(alpha) for alpha in 0.3, 1, 3, and under
                 Dirichlet(1) with a share p of vertices, p in 0.25 (the setups' default), 0.5; exact
                 normalised regret per weighting, averaged by simplex region.
@@ -20,7 +23,7 @@ CLP trains every parameter of the policy, the mechanisms only their own; Rewarde
 mixing count the m single-objective experts).
 
 Regions of the simplex: "near vertices" where max_i w_i >= NEAR_VERTEX, "interior" elsewhere.
-Per-seed results are written as ``OUT/seed{s}.json`` and reused when written at the same scale.
+Per-seed results are written as ``OUT/<part>/seed{s}.json`` and reused when written at the same scale.
 """
 from __future__ import annotations
 
@@ -32,12 +35,15 @@ import numpy as np
 import torch
 
 from clp_min import evaluate as ev
+from clp_min import exact_setups as xs
 from clp_min import setups as su
+from clp_min import task as tk
 from clp_min.model import GPT
 from clp_min.pretrain import model_config
 from clp_min.task import sample_prompts
 from clp_min.train import build_policy
 from theory import pareto
+from theory.weights import simplex_grid
 
 MECHANISMS = {  # method: TrainConfig fields besides the setups' (prompt_grid is the evaluation grid's n)
     "SVD-LoRA": dict(conditioning="svd_lora", lora_rank=4, lora_layers="attn+mlp+logit"),
@@ -54,7 +60,7 @@ W_DISTRIBUTIONS = {  # CLP attn in "enum" under each training distribution of w
 }
 W_DIST_SCOPE = "attn"
 NEAR_VERTEX = 0.8
-COMPARED = ("enum", "two")
+PARTS = ("enum_exact", "two", "enum")  # each needs its setup's front.json; run in this order
 
 
 def _slug(name: str) -> str:
@@ -82,11 +88,20 @@ def w_distribution_configs(scale: su.Scale, seed: int, runs) -> dict:
     return cfgs
 
 
+def exact_mechanism_configs(xscale, seed: int, runs) -> dict:
+    """``{method: TrainConfig}`` of the mechanisms in "enum_exact" (exact gradient, like its CLP runs)."""
+    base = Path(runs) / f"seed{seed}" / "enum_exact"
+    return {name: xs._config(xscale, seed, base / "ref.safetensors", base / _slug(name), xscale.steps,
+                             rewards=("coverage", "brevity"), estimator="exact",
+                             **{**su.TRAIN_WEIGHTS, "prompt_grid": xscale.grid, **kw})
+            for name, kw in MECHANISMS.items()}
+
+
 def planned(scale: su.Scale, runs) -> tuple:
     """``(pi_ref args per path, {out: TrainConfig})`` of every run the study trains, all seeds."""
     refs, cfgs = {}, {}
     for seed in scale.seeds:
-        for setup in COMPARED:
+        for setup in ("enum", "two"):
             args = su.reference_args(setup, scale, seed, runs)
             refs[str(args[-1])] = args
             cfgs.update({c.out: c for c in mechanism_configs(setup, scale, seed, runs).values()})
@@ -108,19 +123,22 @@ def train_all(scale: su.Scale, runs, jobs: int) -> None:
                 future.result()
 
 
-def trainable_parameters(setup: str, scale: su.Scale, seed: int, runs) -> dict:
-    """Trainable parameters of every compared method, counted on freshly built policies."""
-    task = su.TrainConfig(**su.SETUPS[setup]["task"], rewards=su.SETUPS[setup]["rewards"]).task()
-    model = su.SETUPS[setup].get("model", su.MODEL)
+def trainable_count(cfg) -> int:
+    """Trainable parameters of ``cfg``'s policy, built on a fresh GPT of its size."""
+    task = cfg.task()
+    policy = build_policy(cfg, GPT(model_config(task, cfg.n_layer, cfg.n_head, cfg.n_embd)))
+    return int(sum(p.numel() for p in policy.parameters() if p.requires_grad))
 
-    def count(cfg):
-        policy = build_policy(cfg, GPT(model_config(task, **model)))
-        return int(sum(p.numel() for p in policy.parameters() if p.requires_grad))
 
-    cfgs = {**su.run_configs(setup, scale, seed, runs), **mechanism_configs(setup, scale, seed, runs)}
-    counts = {name: count(cfg) for name, cfg in cfgs.items() if not name.startswith("ft_")}
-    experts = sum(count(cfg) for name, cfg in cfgs.items() if name.startswith("ft_"))
-    counts["Rewarded Soups"] = counts["logit mixing"] = experts  # the m single-objective experts
+def trainable_parameters(part: str, scale, seed: int, runs) -> dict:
+    """Trainable parameters of every compared method of a part (experts: Rewarded Soups and logit mixing)."""
+    if part == "enum_exact":
+        cfgs = {**xs.enum_exact_configs(scale, seed, runs), **exact_mechanism_configs(scale, seed, runs)}
+    else:
+        cfgs = {**su.run_configs(part, scale, seed, runs), **mechanism_configs(part, scale, seed, runs)}
+    expert = [n for n in cfgs if n.startswith(("ft_", "expert "))]
+    counts = {n: trainable_count(c) for n, c in cfgs.items() if n not in expert}
+    counts["Rewarded Soups"] = counts["logit mixing"] = sum(trainable_count(cfgs[n]) for n in expert)
     return counts
 
 
@@ -188,6 +206,22 @@ def compare_enum(front: dict, scale: su.Scale, seed: int, runs, progress: bool) 
                        "measures": exact_measures(W, dist_stats, dist_regret)}}
 
 
+def compare_enum_exact(front: dict, xscale, seed: int, runs, progress: bool) -> dict:
+    """The mechanisms in "enum_exact" (exact gradient; exact on every held-out prompt) beside its methods."""
+    pi_ref, _ = xs._reference(xscale, seed, runs)
+    task = tk.TaskConfig(**xs.ENUM_TASK, rewards=("coverage", "brevity"))
+    W = simplex_grid(2, xscale.grid)
+    held = xs.heldout_prompts(task)
+    log_pi = {n: xs.policy_log_policies(su.trained(c, progress), task, held, W)
+              for n, c in exact_mechanism_configs(xscale, seed, runs).items()}
+    mine = xs.exact_regrets(xs._trees(pi_ref, task, held), log_pi, W)
+    _check_same_reference(mine["reference"], front["exact"]["reference"], "enum_exact", seed)
+    stats = {**front["exact"]["methods"], **mine["methods"]}
+    regret = {**front["exact"]["normalised_regret"], **mine["normalised_regret"]}
+    return {"weights": W, "stats": stats, "optimal": mine["optimal"], "reference": mine["reference"],
+            "measures": exact_measures(W, stats, regret), "normalised_regret": regret}
+
+
 def compare_two(front: dict, scale: su.Scale, seed: int, runs, progress: bool) -> dict:
     """The mechanisms in setup (b), Monte Carlo on the setup's held-out prompts, beside its methods."""
     pi_ref = su.reference_model(*su.reference_args("two", scale, seed, runs))
@@ -202,31 +236,23 @@ def compare_two(front: dict, scale: su.Scale, seed: int, runs, progress: bool) -
     return {"weights": W, "stats": stats, "measures": mc_measures(W, stats)}
 
 
-def run_seed(fronts: dict, scale: su.Scale, seed: int, out, runs, progress: bool = False) -> dict:
-    """Both comparisons and the w ablation at one seed; ``fronts``: ``{setup: front.json of this seed}``."""
-    path = Path(out) / f"seed{seed}.json"
+def run_part(part: str, front: dict, scale, seed: int, out, runs, progress: bool = False) -> dict:
+    """One part at one seed (``front``: its setup's front.json at this seed; ``scale``: the setup's scale,
+    an ExactScale for "enum_exact"); written to ``OUT/part/seed{s}.json`` and reused at the same scale."""
+    path = Path(out) / part / f"seed{seed}.json"
+    same = {k: v for k, v in su._jsonable(asdict(scale)).items() if k != "seeds"}
     if path.exists():
         saved = json.loads(path.read_text())
-        same = {k: v for k, v in su._jsonable(asdict(scale)).items() if k != "seeds"}
         if {k: v for k, v in saved["scale"].items() if k != "seeds"} == same:
             return saved
-    result = {"seed": seed, "scale": asdict(scale),
-              "enum": compare_enum(fronts["enum"], scale, seed, runs, progress),
-              "two": compare_two(fronts["two"], scale, seed, runs, progress),
-              "parameters": {s: trainable_parameters(s, scale, seed, runs) for s in COMPARED}}
+    compare = {"enum_exact": compare_enum_exact, "two": compare_two, "enum": compare_enum}[part]
+    result = {"part": part, "seed": seed, "scale": asdict(scale),
+              **compare(front, scale, seed, runs, progress),
+              "parameters": trainable_parameters(part, scale, seed, runs)}
     result = su._jsonable(result)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))
     return result
-
-
-def _per_seed(results: list, *keys) -> list:
-    vals = []
-    for r in results:
-        for k in keys:
-            r = r[k]
-        vals.append(r)
-    return vals
 
 
 def _cell(vals: list, fmt: str = ".3f") -> str:
@@ -234,100 +260,133 @@ def _cell(vals: list, fmt: str = ".3f") -> str:
     return f"{np.mean(vals):{fmt}} ({', '.join(f'{v:{fmt}}' for v in vals)})"
 
 
-def tables(results: list) -> str:
-    """Markdown: the enum comparison, the setup (b) comparison and the w ablation (mean (per seed))."""
-    seeds = [r["seed"] for r in results]
-    lines = [f"Seeds {seeds}; cells: mean over seeds (per-seed values). Parameters: trainable, per method.", "",
-             "### Enumerable configuration (exact)", "",
-             "| method | trainable parameters | mean normalised regret | worst regret over the grid | "
+TITLES = {"enum_exact": "Enumerable configuration, exact gradient (enum_exact; exact on every held-out prompt)",
+          "two": "Setup (b): coverage and brevity (RLOO; Monte Carlo)",
+          "enum": "Enumerable configuration, RLOO (enum; exact on the setup's prompts)"}
+
+
+def _exact_table(runs: list) -> list:
+    lines = ["| method | trainable parameters | mean normalised regret | worst regret over the grid | "
              "rank corr. (w_i, R_i) | HV in (R, -K) |", "|---|---|---|---|---|---|"]
-    enum = results[0]["enum"]["measures"]
-    for name in enum:
-        m = [r["enum"]["measures"][name] for r in results]
-        lines.append(f"| {name} | {results[0]['parameters']['enum'].get(name, '')} | "
-                     f"{_cell([x['mean_regret'] for x in m])} | {_cell([x['worst_regret'] for x in m])} | "
-                     f"{_cell([x['rank_correlation'] for x in m])} | {_cell([x['hypervolume_R_negK'] for x in m], '.4f')} |")
-    lines += ["", "### Setup (b): coverage and brevity (Monte Carlo)", "",
-              "| method | trainable parameters | HV (rewards) | HV in (R, -K) | rank corr. (w_i, R_i) |",
-              "|---|---|---|---|---|"]
-    for name in results[0]["two"]["measures"]:
-        m = [r["two"]["measures"][name] for r in results]
-        lines.append(f"| {name} | {results[0]['parameters']['two'].get(name, '')} | "
-                     f"{_cell([x['hypervolume'] for x in m], '.4f')} | {_cell([x['hypervolume_R_negK'] for x in m], '.4f')} | "
-                     f"{_cell([x['rank_correlation'] for x in m])} |")
-    lines += ["", f"### Training distribution of w: CLP {W_DIST_SCOPE}, enumerable configuration (exact)", "",
-              f"Regions: near vertices = max_i w_i >= {NEAR_VERTEX}, interior = the rest of the grid.", "",
-              "| training distribution | mean normalised regret | near vertices | interior | worst |",
-              "|---|---|---|---|---|"]
-    for name in results[0]["enum"]["w_dist"]["measures"]:
-        m = [r["enum"]["w_dist"]["measures"][name] for r in results]
+    for name in runs[0]["measures"]:
+        m = [r["measures"][name] for r in runs]
+        lines.append(f"| {name} | {runs[0]['parameters'].get(name, '')} | {_cell([x['mean_regret'] for x in m])} | "
+                     f"{_cell([x['worst_regret'] for x in m])} | {_cell([x['rank_correlation'] for x in m])} | "
+                     f"{_cell([x['hypervolume_R_negK'] for x in m], '.4f')} |")
+    return lines
+
+
+def _mc_table(runs: list) -> list:
+    lines = ["| method | trainable parameters | HV (rewards) | HV in (R, -K) | rank corr. (w_i, R_i) |",
+             "|---|---|---|---|---|"]
+    for name in runs[0]["measures"]:
+        m = [r["measures"][name] for r in runs]
+        lines.append(f"| {name} | {runs[0]['parameters'].get(name, '')} | {_cell([x['hypervolume'] for x in m], '.4f')} | "
+                     f"{_cell([x['hypervolume_R_negK'] for x in m], '.4f')} | {_cell([x['rank_correlation'] for x in m])} |")
+    return lines
+
+
+def _w_dist_table(runs: list) -> list:
+    lines = [f"Regions: near vertices = max_i w_i >= {NEAR_VERTEX}, interior = the rest of the grid.", "",
+             "| training distribution | mean normalised regret | near vertices | interior | worst |",
+             "|---|---|---|---|---|"]
+    for name in runs[0]["w_dist"]["measures"]:
+        m = [r["w_dist"]["measures"][name] for r in runs]
         lines.append(f"| {name} | {_cell([x['mean_regret'] for x in m])} | "
                      f"{_cell([x['regret_by_region']['near vertices'] for x in m])} | "
                      f"{_cell([x['regret_by_region']['interior'] for x in m])} | {_cell([x['worst_regret'] for x in m])} |")
+    return lines
+
+
+def tables(results: dict) -> str:
+    """Markdown: one comparison table per part (``{part: [result per seed]}``) and the w ablation."""
+    lines = ["Cells: mean over seeds (per-seed values). Parameters: trainable, per method.", ""]
+    for part, runs in results.items():
+        lines += [f"### {TITLES[part]}, seeds {[r['seed'] for r in runs]}", ""]
+        lines += (_mc_table if part == "two" else _exact_table)(runs) + [""]
+    if "enum" in results:
+        lines += [f"### Training distribution of w: CLP {W_DIST_SCOPE}, enum (RLOO), exact regret, seeds "
+                  f"{[r['seed'] for r in results['enum']]}", ""] + _w_dist_table(results["enum"])
     return "\n".join(lines) + "\n"
 
 
-def figures(results: list, out) -> list:
+def figures(results: dict, out) -> list:
     """comparison.png (exact fronts at the first seed; mean regret per method) and w_distribution.png."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out)
-    first = results[0]["enum"]
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11.5, 4.5))
-    for name, s in first["stats"].items():
-        R = np.asarray(s["rewards"])
-        ax.plot(R[:, 0], R[:, 1], "o-" if name in MECHANISMS else ".--", ms=3, lw=1, label=name)
-    opt = np.asarray(first["optimal"]["rewards"])
-    ax.plot(opt[:, 0], opt[:, 1], "k-", lw=1.5, label="exact pi*_w")
-    ax.set_xlabel("R_1 coverage")
-    ax.set_ylabel("R_2 brevity")
-    ax.set_title(f"enumerable configuration, seed {results[0]['seed']}: exact fronts")
-    ax.legend(fontsize=6)
-    names = list(first["measures"])
-    for k, name in enumerate(names):
-        vals = [r["enum"]["measures"][name]["mean_regret"] for r in results]
-        bx.bar(k, np.mean(vals), color="C1" if name in MECHANISMS else "C0")
-        bx.plot([k] * len(vals), vals, "k.", ms=4)
-    bx.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=7)
-    bx.set_ylabel("exact mean normalised regret (dots: seeds)")
-    fig.tight_layout()
-    fig.savefig(out / "comparison.png", dpi=110)
-    plt.close(fig)
+    out, pngs = Path(out), []
+    part = next((p for p in ("enum_exact", "enum") if p in results), None)
+    if part is not None:
+        runs = results[part]
+        fig, (ax, bx) = plt.subplots(1, 2, figsize=(11.5, 4.5))
+        for name, s in runs[0]["stats"].items():
+            R = np.asarray(s["rewards"])
+            ax.plot(R[:, 0], R[:, 1], "o-" if name in MECHANISMS else ".--", ms=3, lw=1, label=name)
+        opt = np.asarray(runs[0]["optimal"]["rewards"])
+        ax.plot(opt[:, 0], opt[:, 1], "k-", lw=1.5, label="exact pi*_w")
+        ax.set_xlabel("R_1 coverage")
+        ax.set_ylabel("R_2 brevity")
+        ax.set_title(f"{part}, seed {runs[0]['seed']}: exact fronts")
+        ax.legend(fontsize=6)
+        names = list(runs[0]["measures"])
+        for k, name in enumerate(names):
+            vals = [r["measures"][name]["mean_regret"] for r in runs]
+            bx.bar(k, np.mean(vals), color="C1" if name in MECHANISMS else "C0")
+            bx.plot([k] * len(vals), vals, "k.", ms=4)
+        bx.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=7)
+        bx.set_ylabel("exact mean normalised regret (dots: seeds)")
+        bx.set_title(part)
+        fig.tight_layout()
+        fig.savefig(out / "comparison.png", dpi=110)
+        plt.close(fig)
+        pngs.append("comparison.png")
+    if "enum" in results:
+        runs = results["enum"]
+        fig, ax = plt.subplots(figsize=(6.5, 4.3))
+        W = np.asarray(runs[0]["weights"])
+        for name in runs[0]["w_dist"]["normalised_regret"]:
+            reg = np.mean([r["w_dist"]["normalised_regret"][name] for r in runs], axis=0)
+            ax.plot(W[:, 0], reg, "o-", ms=3, label=name)
+        for x in (1 - NEAR_VERTEX, NEAR_VERTEX):
+            ax.axvline(x, color="gray", lw=0.8, ls=":")
+        ax.set_xlabel("w_1 (coverage); dotted: region boundaries")
+        ax.set_ylabel("exact normalised regret (mean over seeds)")
+        ax.set_title(f"CLP {W_DIST_SCOPE} (enum, RLOO): training distribution of w")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "w_distribution.png", dpi=110)
+        plt.close(fig)
+        pngs.append("w_distribution.png")
+    return pngs
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.3))
-    W = np.asarray(first["weights"])
-    for name in first["w_dist"]["normalised_regret"]:
-        reg = np.mean([r["enum"]["w_dist"]["normalised_regret"][name] for r in results], axis=0)
-        ax.plot(W[:, 0], reg, "o-", ms=3, label=name)
-    for x in (1 - NEAR_VERTEX, NEAR_VERTEX):
-        ax.axvline(x, color="gray", lw=0.8, ls=":")
-    ax.set_xlabel("w_1 (coverage); dotted: region boundaries")
-    ax.set_ylabel("exact normalised regret (mean over seeds)")
-    ax.set_title(f"CLP {W_DIST_SCOPE}: training distribution of w")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "w_distribution.png", dpi=110)
-    plt.close(fig)
-    return ["comparison.png", "w_distribution.png"]
 
-
-def run(fronts: dict, scale: su.Scale, out, runs, progress: bool = False, jobs: int = 1) -> str:
-    """Every seed of ``scale`` (``fronts``: ``{setup: [front.json per seed]}``, as clp_min.report gathers
-    them); writes ``OUT/report.md``, the figures and ``OUT/seed*.json``; returns the report's markdown.
-    ``jobs > 1`` trains the study's runs first in that many processes; evaluation finds them cached."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if jobs > 1:
-        train_all(scale, runs, jobs)
-    results = []
-    for k, seed in enumerate(scale.seeds):
-        results.append(run_seed({s: fronts[s][k] for s in COMPARED}, scale, seed, out, runs, progress))
+def report(results: dict, out) -> str:
+    """``OUT/report.md`` and the figures from ``{part: [result per seed]}``; returns the tables' markdown."""
     text = tables(results)
     pngs = figures(results, out)
-    (out / "report.md").write_text("# Other conditioning mechanisms and the training distribution of w (issue 14)\n\n"
-                                   + __doc__.split("\n\n", 1)[1] + "\n" + text + "\n"
-                                   + "\n".join(f"![{p}]({p})" for p in pngs) + "\n")
+    (Path(out) / "report.md").write_text("# Other conditioning mechanisms and the training distribution of w "
+                                         "(issue 14)\n\n" + __doc__.split("\n\n", 1)[1] + "\n" + text + "\n"
+                                         + "\n".join(f"![{p}]({p})" for p in pngs) + "\n")
     return text
+
+
+def run(fronts: dict, scale: su.Scale, out, runs, progress: bool = False, jobs: int = 1, xscale=None) -> str:
+    """Every part whose setup is in ``fronts`` (``{setup: [front.json per seed]}``, as clp_min.report gathers
+    them; "enum_exact" needs ``xscale``, its ExactScale) at every seed of its scale; writes ``OUT/report.md``,
+    the figures and ``OUT/<part>/seed*.json``; returns the tables' markdown. ``jobs > 1`` first trains the
+    runs of "two" and "enum" in that many processes; evaluation finds them cached."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if jobs > 1 and {"enum", "two"} <= set(fronts):
+        train_all(scale, runs, jobs)
+    results = {}
+    for part in PARTS:
+        if part not in fronts or (part == "enum_exact" and xscale is None):
+            continue
+        sc = xscale if part == "enum_exact" else scale
+        results[part] = [run_part(part, fronts[part][k], sc, seed, out, runs, progress)
+                         for k, seed in enumerate(sc.seeds)]
+    return report(results, out)

@@ -306,7 +306,7 @@ def reproduce(out, quick: bool, progress: bool = False,
     instead of re-evaluating when it was written at the same scale (evaluation is seeded,
     so re-evaluating gives the same numbers). ``jobs > 1`` trains the setups' runs first
     in that many processes (clp_min.jobs); the evaluation then finds them cached.
-    ``mechanisms`` (with setups enum and two) adds issue 14's study (clp_min.mechanisms_study)
+    ``mechanisms`` (with setups enum_exact, two or enum) adds issue 14's study (clp_min.mechanisms_study)
     under ``out/mechanisms`` and its tables to the report.
     """
     out = Path(out)
@@ -343,12 +343,12 @@ def reproduce(out, quick: bool, progress: bool = False,
     if results.get("sweep"):
         xs.plot_sweep(results["sweep"], out / "sweep" / "regret_vs_eps.png")
     mech_text = None
-    if mechanisms and {"enum", "two"} <= set(setups):
+    if mechanisms and set(setups) & {"enum_exact", "two", "enum"}:
         from clp_min import mechanisms_study
 
         start = time.perf_counter()
         mech_text = mechanisms_study.run(results, scale, out / "mechanisms", out / "runs" if runs is None else runs,
-                                         progress, jobs)
+                                         progress, jobs, exact_scale)
         seconds["mechanisms (issue 14)"] = time.perf_counter() - start
     rows = targets(results)
     header = (f"Scale: `{scale}`; beta = {su.BETA}; model {su.MODEL}. Training weightings: {su.TRAIN_WEIGHTS}.\n\n"
@@ -375,6 +375,7 @@ def reproduce(out, quick: bool, progress: bool = False,
     path = write_report(out, theory_rows, toy_rows, rows, results, header)
     if mech_text is not None:
         path.write_text(path.read_text() + "\n## Other conditioning mechanisms (issue 14)\n\n" + mech_text
-                        + "\n![mechanisms](mechanisms/comparison.png)\n![w](mechanisms/w_distribution.png)\n"
+                        + "".join(f"\n![{p}](mechanisms/{p})" for p in ("comparison.png", "w_distribution.png")
+                                  if (out / "mechanisms" / p).exists()) + "\n"
                         + "\nDetails: [mechanisms/report.md](mechanisms/report.md)\n")
     return {"targets": rows, "report": str(path)}

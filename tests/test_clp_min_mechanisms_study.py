@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+from clp_min import exact_setups as xs
 from clp_min import mechanisms_study as ms
 from clp_min import setups as su
 from clp_min.report import reproduce
@@ -11,6 +12,8 @@ from theory.weights import simplex_grid
 
 TINY = su.Scale(seeds=(0,), pretrain_steps=20, steps=3, prompts_per_step=4, samples_per_prompt=2, eval_prompts=4,
                 eval_samples=2, exact_prompts=2, grid=2)
+TINY_EXACT = xs.ExactScale(seeds=(0,), pretrain_steps=20, steps=2, prompts_per_step=2, lr=3e-3, sweep_steps=1,
+                           strengths=(0.0,), grid=2)
 
 
 def test_regions_of_the_m2_grid():
@@ -38,21 +41,28 @@ def test_exact_measures_hand_case():
 
 
 def test_study_runs_in_reproduce(tmp_path, monkeypatch):
-    """clp reproduce (setups enum and two) runs the study: tables, figures, per-seed JSON; baselines are
-    the setups' numbers unchanged; a front.json from another pi_ref is refused."""
+    """clp reproduce (setups enum_exact, two, enum) runs the study: tables, figures, per-seed JSON;
+    baselines are the setups' numbers unchanged; a front.json from another pi_ref is refused."""
     monkeypatch.setitem(su.SCALES, "quick", TINY)
+    monkeypatch.setitem(xs.EXACT_SCALES, "quick", TINY_EXACT)
+    heldout = xs.heldout_prompts
+    monkeypatch.setattr(xs, "heldout_prompts", lambda task: heldout(task)[:4])  # 4 of the 84 trees: time
     out = tmp_path / "rep"
-    reproduce(out, quick=True, setups=("enum", "two"), with_claims=False)
+    reproduce(out, quick=True, setups=("enum_exact", "two", "enum"), with_claims=False)
     report = (out / "report.md").read_text()
     assert "## Other conditioning mechanisms (issue 14)" in report
-    for f in ("report.md", "comparison.png", "w_distribution.png", "seed0.json"):
+    for f in ("report.md", "comparison.png", "w_distribution.png", "enum/seed0.json", "two/seed0.json",
+              "enum_exact/seed0.json"):
         assert (out / "mechanisms" / f).exists(), f
-    seed0 = json.loads((out / "mechanisms" / "seed0.json").read_text())
+    seed0 = {p: json.loads((out / "mechanisms" / p / "seed0.json").read_text()) for p in ms.PARTS}
     front = json.loads((out / "enum" / "seed0" / "front.json").read_text())
+    xfront = json.loads((out / "enum_exact" / "seed0" / "front.json").read_text())
     for name in ("CLP full", "CLP attn", "CLP logit", "Rewarded Soups", "logit mixing", "input"):
         assert seed0["enum"]["stats"][name] == front["exact"]["methods"][name]
+    for name in ("CLP full", "CLP full (RLOO)", "Rewarded Soups", "logit mixing"):
+        assert seed0["enum_exact"]["stats"][name] == xfront["exact"]["methods"][name]
+    assert report.count("| SVD-LoRA |") == 3  # one row per part
     for name in ms.MECHANISMS:
-        assert f"| {name} |" in report
         K = len(seed0["enum"]["weights"])
         r = seed0["enum"]["measures"][name]
         near = ms.regions(np.asarray(seed0["enum"]["weights"]))["near vertices"]
@@ -63,8 +73,10 @@ def test_study_runs_in_reproduce(tmp_path, monkeypatch):
     # the setups' default distribution is the setups' own CLP attn run: the same exact regret
     np.testing.assert_allclose(seed0["enum"]["w_dist"]["normalised_regret"]["Dirichlet 1 + 25% vertices"],
                                front["exact"]["normalised_regret"]["CLP attn"], rtol=0, atol=1e-12)
+    assert ms.run_part("enum", front, TINY, 0, out / "mechanisms", out / "runs") == seed0["enum"]  # reused
     front["exact"]["reference"]["objective"][0] += 1e-6
-    two = json.loads((out / "two" / "seed0" / "front.json").read_text())
     with pytest.raises(ValueError, match="^fronts:"):
         ms.compare_enum(front, TINY, 0, out / "runs", False)
-    assert ms.run_seed({"enum": front, "two": two}, TINY, 0, out / "mechanisms", out / "runs") == seed0  # reused
+    xfront["exact"]["reference"]["objective"][0] += 1e-6
+    with pytest.raises(ValueError, match="^fronts:"):
+        ms.compare_enum_exact(xfront, TINY_EXACT, 0, out / "runs", False)
