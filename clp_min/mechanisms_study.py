@@ -60,7 +60,8 @@ W_DISTRIBUTIONS = {  # CLP attn in "enum" under each training distribution of w
 }
 W_DIST_SCOPE = "attn"
 NEAR_VERTEX = 0.8
-PARTS = ("enum_exact", "two", "enum")  # each needs its setup's front.json; run in this order
+PARTS = ("enum_exact", "w_dist", "two", "enum")  # run in this order
+SETUP_OF = {"enum_exact": "enum_exact", "w_dist": "enum", "two": "two", "enum": "enum"}  # whose front.json
 
 
 def _slug(name: str) -> str:
@@ -132,6 +133,8 @@ def trainable_count(cfg) -> int:
 
 def trainable_parameters(part: str, scale, seed: int, runs) -> dict:
     """Trainable parameters of every compared method of a part (experts: Rewarded Soups and logit mixing)."""
+    if part == "w_dist":
+        return {n: trainable_count(c) for n, c in w_distribution_configs(scale, seed, runs).items()}
     if part == "enum_exact":
         cfgs = {**xs.enum_exact_configs(scale, seed, runs), **exact_mechanism_configs(scale, seed, runs)}
     else:
@@ -183,27 +186,37 @@ def _check_same_reference(mine: dict, theirs: dict, setup: str, seed: int) -> No
                          f"from this run's (another pi_ref or other trees); rerun the setup at this scale")
 
 
-def compare_enum(front: dict, scale: su.Scale, seed: int, runs, progress: bool) -> dict:
-    """The mechanisms in "enum", exact, beside the setup's methods from its ``front.json`` ``front``."""
+def _enum_eval(scale: su.Scale, seed: int, runs) -> tuple:
+    """``(pi_ref, task, W, prompts)`` of "enum" at one seed: the setup's pi_ref, grid and exact prompts."""
     pi_ref = su.reference_model(*su.reference_args("enum", scale, seed, runs))
     task = su.TrainConfig(**su.ENUM_TASK, rewards=su.SETUPS["enum"]["rewards"]).task()
-    W = su.grid("enum", scale)
     prompts = sample_prompts(task, scale.exact_prompts, torch.Generator().manual_seed(
         seed + su.HELDOUT_SEED_OFFSET + 1))  # the setup's exact prompts (clp_min.setups.run_setup)
-    methods = {n: ev.policy_method(n, su.trained(c, progress)) for n, c in mechanism_configs("enum", scale, seed,
-                                                                                              runs).items()}
+    return pi_ref, task, su.grid("enum", scale), prompts
+
+
+def compare_enum(front: dict, scale: su.Scale, seed: int, runs, progress: bool) -> dict:
+    """The mechanisms in "enum", exact, beside the setup's methods from its ``front.json`` ``front``."""
+    pi_ref, task, W, prompts = _enum_eval(scale, seed, runs)
+    methods = {n: ev.policy_method(n, su.trained(c, progress))
+               for n, c in mechanism_configs("enum", scale, seed, runs).items()}
+    mine = ev.exact_front(methods, pi_ref, task, W, prompts, su.BETA)
+    _check_same_reference(mine["reference"], front["exact"]["reference"], "enum", seed)
+    stats = {**front["exact"]["methods"], **mine["methods"]}
+    regret = {**front["exact"]["normalised_regret"], **mine["normalised_regret"]}
+    return {"weights": W, "stats": stats, "optimal": mine["optimal"], "reference": mine["reference"],
+            "measures": exact_measures(W, stats, regret), "normalised_regret": regret}
+
+
+def compare_w_dist(front: dict, scale: su.Scale, seed: int, runs, progress: bool) -> dict:
+    """CLP attn in "enum" under each training distribution of w, exact on the setup's prompts."""
+    pi_ref, task, W, prompts = _enum_eval(scale, seed, runs)
     dist = {n: ev.policy_method(n, su.trained(c, progress)) for n, c in w_distribution_configs(scale, seed,
                                                                                                 runs).items()}
-    mine = ev.exact_front({**methods, **dist}, pi_ref, task, W, prompts, su.BETA)
+    mine = ev.exact_front(dist, pi_ref, task, W, prompts, su.BETA)
     _check_same_reference(mine["reference"], front["exact"]["reference"], "enum", seed)
-    stats = {**front["exact"]["methods"], **{n: mine["methods"][n] for n in methods}}
-    regret = {**front["exact"]["normalised_regret"], **{n: mine["normalised_regret"][n] for n in methods}}
-    dist_stats = {n: mine["methods"][n] for n in dist}
-    dist_regret = {n: mine["normalised_regret"][n] for n in dist}
-    return {"weights": W, "stats": stats, "optimal": mine["optimal"], "reference": mine["reference"],
-            "measures": exact_measures(W, stats, regret), "normalised_regret": regret,
-            "w_dist": {"stats": dist_stats, "normalised_regret": dist_regret,
-                       "measures": exact_measures(W, dist_stats, dist_regret)}}
+    return {"weights": W, "stats": mine["methods"], "normalised_regret": mine["normalised_regret"],
+            "measures": exact_measures(W, mine["methods"], mine["normalised_regret"])}
 
 
 def compare_enum_exact(front: dict, xscale, seed: int, runs, progress: bool) -> dict:
@@ -245,7 +258,8 @@ def run_part(part: str, front: dict, scale, seed: int, out, runs, progress: bool
         saved = json.loads(path.read_text())
         if {k: v for k, v in saved["scale"].items() if k != "seeds"} == same:
             return saved
-    compare = {"enum_exact": compare_enum_exact, "two": compare_two, "enum": compare_enum}[part]
+    compare = {"enum_exact": compare_enum_exact, "w_dist": compare_w_dist, "two": compare_two,
+               "enum": compare_enum}[part]
     result = {"part": part, "seed": seed, "scale": asdict(scale),
               **compare(front, scale, seed, runs, progress),
               "parameters": trainable_parameters(part, scale, seed, runs)}
@@ -260,7 +274,8 @@ def _cell(vals: list, fmt: str = ".3f") -> str:
     return f"{np.mean(vals):{fmt}} ({', '.join(f'{v:{fmt}}' for v in vals)})"
 
 
-TITLES = {"enum_exact": "Enumerable configuration, exact gradient (enum_exact; exact on every held-out prompt)",
+TITLES = {"w_dist": f"Training distribution of w: CLP {W_DIST_SCOPE}, enum (RLOO), exact regret by region",
+          "enum_exact": "Enumerable configuration, exact gradient (enum_exact; exact on every held-out prompt)",
           "two": "Setup (b): coverage and brevity (RLOO; Monte Carlo)",
           "enum": "Enumerable configuration, RLOO (enum; exact on the setup's prompts)"}
 
@@ -290,8 +305,8 @@ def _w_dist_table(runs: list) -> list:
     lines = [f"Regions: near vertices = max_i w_i >= {NEAR_VERTEX}, interior = the rest of the grid.", "",
              "| training distribution | mean normalised regret | near vertices | interior | worst |",
              "|---|---|---|---|---|"]
-    for name in runs[0]["w_dist"]["measures"]:
-        m = [r["w_dist"]["measures"][name] for r in runs]
+    for name in runs[0]["measures"]:
+        m = [r["measures"][name] for r in runs]
         lines.append(f"| {name} | {_cell([x['mean_regret'] for x in m])} | "
                      f"{_cell([x['regret_by_region']['near vertices'] for x in m])} | "
                      f"{_cell([x['regret_by_region']['interior'] for x in m])} | {_cell([x['worst_regret'] for x in m])} |")
@@ -303,10 +318,7 @@ def tables(results: dict) -> str:
     lines = ["Cells: mean over seeds (per-seed values). Parameters: trainable, per method.", ""]
     for part, runs in results.items():
         lines += [f"### {TITLES[part]}, seeds {[r['seed'] for r in runs]}", ""]
-        lines += (_mc_table if part == "two" else _exact_table)(runs) + [""]
-    if "enum" in results:
-        lines += [f"### Training distribution of w: CLP {W_DIST_SCOPE}, enum (RLOO), exact regret, seeds "
-                  f"{[r['seed'] for r in results['enum']]}", ""] + _w_dist_table(results["enum"])
+        lines += {"two": _mc_table, "w_dist": _w_dist_table}.get(part, _exact_table)(runs) + [""]
     return "\n".join(lines) + "\n"
 
 
@@ -343,12 +355,12 @@ def figures(results: dict, out) -> list:
         fig.savefig(out / "comparison.png", dpi=110)
         plt.close(fig)
         pngs.append("comparison.png")
-    if "enum" in results:
-        runs = results["enum"]
+    if "w_dist" in results:
+        runs = results["w_dist"]
         fig, ax = plt.subplots(figsize=(6.5, 4.3))
         W = np.asarray(runs[0]["weights"])
-        for name in runs[0]["w_dist"]["normalised_regret"]:
-            reg = np.mean([r["w_dist"]["normalised_regret"][name] for r in runs], axis=0)
+        for name in runs[0]["normalised_regret"]:
+            reg = np.mean([r["normalised_regret"][name] for r in runs], axis=0)
             ax.plot(W[:, 0], reg, "o-", ms=3, label=name)
         for x in (1 - NEAR_VERTEX, NEAR_VERTEX):
             ax.axvline(x, color="gray", lw=0.8, ls=":")
@@ -384,9 +396,9 @@ def run(fronts: dict, scale: su.Scale, out, runs, progress: bool = False, jobs: 
         train_all(scale, runs, jobs)
     results = {}
     for part in PARTS:
-        if part not in fronts or (part == "enum_exact" and xscale is None):
+        if SETUP_OF[part] not in fronts or (part == "enum_exact" and xscale is None):
             continue
         sc = xscale if part == "enum_exact" else scale
-        results[part] = [run_part(part, fronts[part][k], sc, seed, out, runs, progress)
+        results[part] = [run_part(part, fronts[SETUP_OF[part]][k], sc, seed, out, runs, progress)
                          for k, seed in enumerate(sc.seeds)]
     return report(results, out)

@@ -52,7 +52,7 @@ def test_study_runs_in_reproduce(tmp_path, monkeypatch):
     report = (out / "report.md").read_text()
     assert "## Other conditioning mechanisms (issue 14)" in report
     for f in ("report.md", "comparison.png", "w_distribution.png", "enum/seed0.json", "two/seed0.json",
-              "enum_exact/seed0.json"):
+              "enum_exact/seed0.json", "w_dist/seed0.json"):
         assert (out / "mechanisms" / f).exists(), f
     seed0 = {p: json.loads((out / "mechanisms" / p / "seed0.json").read_text()) for p in ms.PARTS}
     front = json.loads((out / "enum" / "seed0" / "front.json").read_text())
@@ -71,7 +71,7 @@ def test_study_runs_in_reproduce(tmp_path, monkeypatch):
     for name in ms.W_DISTRIBUTIONS:
         assert f"| {name} |" in report
     # the setups' default distribution is the setups' own CLP attn run: the same exact regret
-    np.testing.assert_allclose(seed0["enum"]["w_dist"]["normalised_regret"]["Dirichlet 1 + 25% vertices"],
+    np.testing.assert_allclose(seed0["w_dist"]["normalised_regret"]["Dirichlet 1 + 25% vertices"],
                                front["exact"]["normalised_regret"]["CLP attn"], rtol=0, atol=1e-12)
     assert ms.run_part("enum", front, TINY, 0, out / "mechanisms", out / "runs") == seed0["enum"]  # reused
     front["exact"]["reference"]["objective"][0] += 1e-6
