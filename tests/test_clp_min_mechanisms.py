@@ -268,6 +268,7 @@ TINY = dict(vocab=4, prompt_len=4, response_len=3, n_layer=1, n_head=2, n_embd=8
 
 @pytest.mark.parametrize("name, extra", [("svd_lora", dict(lora_rank=2, lora_layers="attn+logit")),
                                          ("soft_tokens", dict(soft_tokens=3)),
+                                         ("soft_tokens", dict(soft_tokens=2, estimator="exact")),
                                          ("prompt_tokens", dict(prompt_grid=4, weights="vertices", p_vertex=1.0))])
 def test_training_moves_only_the_mechanism(name, extra, tmp_path):
     """clp train: the base stays pi_ref bit for bit; the mechanism's parameters move; vertex-only
