@@ -21,6 +21,7 @@ from clp_min.conditioning import ParamConditioned, Unconditioned, describe_scope
 from clp_min.decoding import logit_mix_sample, realign_sample, sample, sequence_logprobs  # noqa: E402
 from clp_min.hf import HFCausalLM  # noqa: E402
 from clp_min.oracle import exact_regret, logit_scope_check, sampler_check  # noqa: E402
+from experts import perturbed_experts  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 V = 5
@@ -67,17 +68,7 @@ FAMILIES = {  # name: (adapter around a tiny model, the scope the tests conditio
 def _experts(family, m=2, seed=0, **kw):
     """m adapters equal except for the family's scoped parameters, perturbed per expert."""
     build, scope = FAMILIES[family]
-    base = build(seed=seed, **kw)
-    experts = []
-    for i in range(m):
-        e = copy.deepcopy(base)
-        g = torch.Generator().manual_seed(100 * seed + i)
-        with torch.no_grad():
-            for name in resolve_scope(base, scope):
-                p = e.get_parameter(name)
-                p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-        experts.append(e)
-    return experts
+    return perturbed_experts(build(seed=seed, **kw), scope, m, seed)
 
 
 def _hand_mixed(experts, w):

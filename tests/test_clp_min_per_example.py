@@ -8,11 +8,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from clp_min.conditioning import ParamConditioned, resolve_scope
+from clp_min.conditioning import ParamConditioned
 from clp_min.decoding import sample
 from clp_min.input_cond import InputConditioned
 from clp_min.per_example import equal_runs
 from clp_min.model import GPT, GPTConfig
+from experts import perturbed_experts
 
 V, BLOCK, C = 7, 12, 8
 ATOL = 1e-10
@@ -24,16 +25,7 @@ def _experts(m, scope, seed=0, tie=False, inner=None):
     torch.manual_seed(seed)
     base = inner if inner is not None else GPT(GPTConfig(
         vocab_size=V, block_size=BLOCK, n_layer=2, n_head=2, n_embd=C, tie_weights=tie)).double()
-    experts = []
-    for i in range(m):
-        e = copy.deepcopy(base)
-        g = torch.Generator().manual_seed(100 * seed + i)
-        with torch.no_grad():
-            for name in resolve_scope(base, scope):
-                p = e.get_parameter(name)
-                p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-        experts.append(e)
-    return experts
+    return perturbed_experts(base, scope, m, seed)
 
 
 def _idx(B, T, seed=0):
