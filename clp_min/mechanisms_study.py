@@ -280,37 +280,43 @@ TITLES = {"w_dist": f"Training distribution of w: CLP {W_DIST_SCOPE}, enum (RLOO
           "enum": "Enumerable configuration, RLOO (enum; exact on the setup's prompts)"}
 
 
-def _exact_table(runs: list) -> list:
-    lines = ["| method | trainable parameters | mean normalised regret | worst regret over the grid | "
-             "rank corr. (w_i, R_i) | HV in (R, -K) |", "|---|---|---|---|---|---|"]
+def _table(runs: list, first: str, columns: list, parameters: bool = True) -> list:
+    """Markdown rows: one per method, ``columns`` as ``(header, key path into its measures, format)``."""
+    def value(measures, path):
+        for key in path:
+            measures = measures[key]
+        return measures
+
+    head = [first] + (["trainable parameters"] if parameters else []) + [c[0] for c in columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in runs[0]["measures"]:
         m = [r["measures"][name] for r in runs]
-        lines.append(f"| {name} | {runs[0]['parameters'].get(name, '')} | {_cell([x['mean_regret'] for x in m])} | "
-                     f"{_cell([x['worst_regret'] for x in m])} | {_cell([x['rank_correlation'] for x in m])} | "
-                     f"{_cell([x['hypervolume_R_negK'] for x in m], '.4f')} |")
+        cells = [name] + ([str(runs[0]["parameters"].get(name, ""))] if parameters else [])
+        cells += [_cell([value(x, path) for x in m], fmt) for _, path, fmt in columns]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def _mc_table(runs: list) -> list:
-    lines = ["| method | trainable parameters | HV (rewards) | HV in (R, -K) | rank corr. (w_i, R_i) |",
-             "|---|---|---|---|---|"]
-    for name in runs[0]["measures"]:
-        m = [r["measures"][name] for r in runs]
-        lines.append(f"| {name} | {runs[0]['parameters'].get(name, '')} | {_cell([x['hypervolume'] for x in m], '.4f')} | "
-                     f"{_cell([x['hypervolume_R_negK'] for x in m], '.4f')} | {_cell([x['rank_correlation'] for x in m])} |")
-    return lines
+EXACT_COLUMNS = [("mean normalised regret", ("mean_regret",), ".3f"),
+                 ("worst regret over the grid", ("worst_regret",), ".3f"),
+                 ("rank corr. (w_i, R_i)", ("rank_correlation",), ".3f"),
+                 ("HV in (R, -K)", ("hypervolume_R_negK",), ".4f")]
+MC_COLUMNS = [("HV (rewards)", ("hypervolume",), ".4f"),
+              ("HV in (R, -K)", ("hypervolume_R_negK",), ".4f"),
+              ("rank corr. (w_i, R_i)", ("rank_correlation",), ".3f")]
+W_DIST_COLUMNS = [("mean normalised regret", ("mean_regret",), ".3f"),
+                  ("near vertices", ("regret_by_region", "near vertices"), ".3f"),
+                  ("interior", ("regret_by_region", "interior"), ".3f"),
+                  ("worst", ("worst_regret",), ".3f")]
 
 
-def _w_dist_table(runs: list) -> list:
-    lines = [f"Regions: near vertices = max_i w_i >= {NEAR_VERTEX}, interior = the rest of the grid.", "",
-             "| training distribution | mean normalised regret | near vertices | interior | worst |",
-             "|---|---|---|---|---|"]
-    for name in runs[0]["measures"]:
-        m = [r["measures"][name] for r in runs]
-        lines.append(f"| {name} | {_cell([x['mean_regret'] for x in m])} | "
-                     f"{_cell([x['regret_by_region']['near vertices'] for x in m])} | "
-                     f"{_cell([x['regret_by_region']['interior'] for x in m])} | {_cell([x['worst_regret'] for x in m])} |")
-    return lines
+def _part_table(part: str, runs: list) -> list:
+    if part == "two":
+        return _table(runs, "method", MC_COLUMNS)
+    if part == "w_dist":
+        return ([f"Regions: near vertices = max_i w_i >= {NEAR_VERTEX}, interior = the rest of the grid.", ""]
+                + _table(runs, "training distribution", W_DIST_COLUMNS, parameters=False))
+    return _table(runs, "method", EXACT_COLUMNS)
 
 
 def tables(results: dict) -> str:
@@ -318,7 +324,7 @@ def tables(results: dict) -> str:
     lines = ["Cells: mean over seeds (per-seed values). Parameters: trainable, per method.", ""]
     for part, runs in results.items():
         lines += [f"### {TITLES[part]}, seeds {[r['seed'] for r in runs]}", ""]
-        lines += {"two": _mc_table, "w_dist": _w_dist_table}.get(part, _exact_table)(runs) + [""]
+        lines += _part_table(part, runs) + [""]
     return "\n".join(lines) + "\n"
 
 
