@@ -29,6 +29,7 @@ import torch.nn as nn
 from clp_min.conditioning import check_w
 from clp_min.model import GPT
 from clp_min.soft_tokens import check_batch, frozen_prefix_model
+from theory.checks import positive_int
 
 
 def weight_levels(w: torch.Tensor, G: int) -> torch.Tensor:
@@ -46,8 +47,7 @@ class PromptTokens(nn.Module):
     def __init__(self, model: GPT, m: int, grid: int = 4):
         super().__init__()
         for name, value in (("m", m), ("prompt_grid", grid)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+            positive_int(value, name)
         self.m, self.grid = m, grid
         self.model = frozen_prefix_model(model, m)
         C = model.config.n_embd

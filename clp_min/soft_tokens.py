@@ -32,6 +32,7 @@ import torch.nn as nn
 
 from clp_min.conditioning import check_w, mix_parameters
 from clp_min.model import GPT
+from theory.checks import positive_int
 
 
 def position_free_prefix(model: GPT, n: int) -> GPT:
@@ -78,8 +79,7 @@ class SoftTokens(nn.Module):
     def __init__(self, model: GPT, m: int, n_tokens: int = 4):
         super().__init__()
         for name, value in (("m", m), ("soft_tokens", n_tokens)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+            positive_int(value, name)
         self.m, self.n_tokens = m, n_tokens
         self.model = frozen_prefix_model(model, n_tokens)
         C = model.config.n_embd
