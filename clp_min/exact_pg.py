@@ -10,17 +10,20 @@ is forced, so any other continuation has probability 0, as in ``clp_min.exact``)
 ``log pi(y|x)`` is the sum of the chosen tokens' log-probs (``task.decision_mask``:
 up to and including the first EOS; forced EOS tokens contribute ``log 1 = 0``).
 
-One padded pass gives every prefix's next-token distribution (``clp_min.exact``'s
-trick): each producible prefix of length ``T - 1`` (EOS-padded) is one row, and
-the row of a shorter prefix ``s`` is ``s`` followed by EOS padding, itself a
-producible length-``T - 1`` sequence. So a prompt costs ``N_{T-1}`` sequences, with
-``N_t = sum_{k<=t} (V-1)^k`` (V = 4, T = 4: 40 sequences, 121 responses).
+The distributions come from the cache, depth by depth: one call on the prompts
+(the first token's distribution), then, for ``t = 1 .. T-1``, one call on the
+``(V-1)^t`` content prefixes of length ``t`` per prompt, one new token each, with
+the parent's key/value cache repeated for its ``V-1`` children. Only content
+prefixes need a distribution (after an EOS decoding is forced). So a prompt costs
+``L + sum_{1<=t<T} (V-1)^t`` token positions (V = 4, T = 4: 6 + 39 = 45; the earlier
+single padded pass of every EOS-padded prefix cost 40 x 9 = 360), in ``T`` calls of
+the policy's cache convention ``policy(w, idx, cache) -> (logits, cache)``.
 
 Autograd through ``sum_y pi(y|x) [...]`` gives ``grad J_w`` exactly (the KL
 term's ``E[grad log pi] = 0`` part included). The batch's loss is
 ``- mean_x J_{w_x}(x)`` with one weighting per prompt.
 
-Shape letters: P prompts, N producible responses, n padded prefixes, L prompt
+Shape letters: P prompts, N producible responses, R content prefixes, L prompt
 length, T response length, V vocabulary, m rewards.
 """
 from __future__ import annotations
@@ -52,34 +55,62 @@ def producible_responses(V: int, T: int) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=8)
 def _gather_plan(V: int, T: int) -> tuple:
-    """The padded prefixes ``[n, T-1]`` and, for each response and depth, the row holding its prefix ``[N, T]``."""
+    """The responses ``[N, T]`` and, for each response and depth, its prefix's row among all content prefixes.
+
+    Rows list the content prefixes by depth, each depth in lexicographic order: depth ``t`` holds rows
+    ``offset_t .. offset_t + (V-1)^t - 1`` with ``offset_t = sum_{k<t} (V-1)^k``, and the prefix
+    ``(c_1 .. c_t)`` (tokens ``1 .. V-1``) sits at ``offset_t + sum_k (c_k - 1) (V-1)^(t-k)``. A position
+    after the first EOS is forced and masked out (``task.decision_mask``); it points at row 0.
+    """
     Y = producible_responses(V, T)  # (N, T)
-    prefixes = producible_responses(V, T - 1) if T > 1 else torch.zeros(1, 0, dtype=torch.int64)  # (n, T-1)
-    row_of = {tuple(p.tolist()): i for i, p in enumerate(prefixes)}
-    pad = [tk.EOS] * (T - 1)
-    rows = torch.tensor([[row_of[tuple((y[:t].tolist() + pad)[:T - 1])] for t in range(T)] for y in Y])
-    return Y, prefixes, rows
+    decided = tk.decision_mask(Y)  # (N, T): up to and including the first EOS
+    C = V - 1
+    offsets = [sum(C ** k for k in range(t)) for t in range(T)]
+    rows = torch.zeros(Y.shape, dtype=torch.int64)
+    index = torch.zeros(Y.size(0), dtype=torch.int64)  # rank of y_<t among depth-t content prefixes
+    for t in range(T):
+        rows[:, t] = torch.where(decided[:, t], offsets[t] + index, 0)
+        index = index * C + (Y[:, t] - 1).clamp(min=0)
+    return Y, rows
+
+
+def _repeat_rows(cache, k: int):
+    """Each batch row of a key/value cache repeated ``k`` times in place (its ``k`` children follow it)."""
+    return tuple(tuple(t.repeat_interleave(k, dim=0) for t in layer) for layer in cache)
+
+
+def prefix_log_probs(policy, w, prompts: torch.Tensor, V: int, T: int) -> torch.Tensor:
+    """Next-token log-probs after every content prefix, differentiable, ``[P, sum_{t<T} (V-1)^t, V]``.
+
+    Rows are ordered as in ``_gather_plan``. ``w`` is ``[P, m]`` (or ``None`` for an unconditioned policy);
+    each prefix row gets its prompt's weighting.
+    """
+    P = prompts.size(0)
+    logits, cache = policy(w, prompts)  # (P, L, V): the last position is the first token's distribution
+    out = [F.log_softmax(logits[:, -1:], dim=-1)]  # (P, 1, V)
+    content = torch.arange(1, V, device=prompts.device)  # (V-1,)
+    for t in range(1, T):
+        n = (V - 1) ** t  # content prefixes of length t per prompt
+        cache = _repeat_rows(cache, V - 1)  # (P * n, ...) each prefix's parent state, once per child
+        idx = content.repeat(P * n // (V - 1))[:, None]  # (P * n, 1): the last token of each prefix
+        w_rows = None if w is None else w.repeat_interleave(n, dim=0)
+        logits, cache = policy(w_rows, idx, cache)  # (P * n, 1, V)
+        out.append(F.log_softmax(logits[:, -1], dim=-1).view(P, n, V))
+    return torch.cat(out, dim=1)
 
 
 def response_log_probs(policy, w: torch.Tensor, prompts: torch.Tensor, V: int, T: int) -> tuple:
     """``log pi(y | x)`` of every producible response, differentiable, ``[P, N]``; and the responses ``[N, T]``.
 
     Args:
-        policy: ``policy(w, idx) -> (logits, cache)``; ``w`` ``[P, m]`` one weighting per prompt
+        policy: ``policy(w, idx, cache=None) -> (logits, cache)``; ``w`` ``[B, m]`` one weighting per row
             (ignored by an unconditioned policy).
+        w: ``[P, m]``, one weighting per prompt.
         prompts: ``[P, L]``.
     """
-    Y, prefixes, rows = (t.to(prompts.device) for t in _gather_plan(V, T))
-    P, L = prompts.shape
-    n = prefixes.size(0)
-    idx = torch.cat([prompts.repeat_interleave(n, dim=0), prefixes.repeat(P, 1)], dim=1)  # (P*n, L+T-1)
-    if isinstance(policy, Unconditioned):  # no weighting: one call for the whole batch
-        logits, _ = policy(None, idx)  # (P*n, L+T-1, V)
-    else:  # one call per prompt at its weighting w [m] (mixes the parameters once per prompt, not per row)
-        logits = torch.cat([policy(w[p], idx[p * n:(p + 1) * n])[0] for p in range(P)])
-    logp = F.log_softmax(logits, dim=-1).view(P, n, L + T - 1, V)[:, :, L - 1:]  # (P, n, T, V)
-    depth = torch.arange(T, device=rows.device).expand_as(rows)  # (N, T)
-    token_logp = logp[:, rows, depth, Y]  # (P, N, T): log pi(y_t | x, y_<t)
+    Y, rows = (t.to(prompts.device) for t in _gather_plan(V, T))
+    logp = prefix_log_probs(policy, w, prompts, V, T)  # (P, R, V)
+    token_logp = logp[:, rows, Y]  # (P, N, T): log pi(y_t | x, y_<t)
     return (token_logp * tk.decision_mask(Y)).sum(dim=-1), Y
 
 
@@ -102,7 +133,7 @@ def batch_objective(policy, pi_ref, cfg: tk.TaskConfig, prompts: torch.Tensor, w
     V, T = cfg.vocab, cfg.response_len
     logp, Y = response_log_probs(policy, w, prompts, V, T)  # (P, N)
     with torch.no_grad():
-        logp_ref, _ = response_log_probs(Unconditioned(pi_ref), w, prompts, V, T)
+        logp_ref, _ = response_log_probs(Unconditioned(pi_ref), None, prompts, V, T)
         P, N = logp.shape
         x = prompts.repeat_interleave(N, dim=0)  # (P*N, L)
         r_task = tk.rewards(cfg, x, Y.repeat(P, 1)).view(P, N, -1).to(logp.dtype)  # (P, N, m_task)

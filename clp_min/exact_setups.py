@@ -53,19 +53,24 @@ class ExactScale:
     steps: int  # RL steps of every enum_exact method (CLP, RLOO, experts)
     prompts_per_step: int  # P per RL step
     lr: float  # Adam learning rate (cosine schedule)
-    sweep_steps: int  # RL steps of every sweep model (experts and CLP)
+    sweep_steps: int  # RL steps of each sweep CLP
+    sweep_prompts_per_step: int  # P per RL step of every sweep model
+    sweep_expert_steps: int  # RL steps of each sweep expert (coverage, knob_s)
     strengths: tuple  # knob strengths s of the sweep's tasks
     grid: int  # simplex_grid resolution (grid + 1 weightings)
 
 
 EXACT_SCALES = {
-    # model, lr and prompts per step chosen on seed 0 before seeds 1, 2 ran (docs/clp_min_results.md,
-    # "exploration log"); steps cut to what this session's shared 2-core machine allowed (2000 and 250
-    # were started first and stopped: at a load of 11 they would have needed ~3 hours)
-    "full": ExactScale(seeds=(0, 1, 2), pretrain_steps=800, steps=1000, prompts_per_step=8, lr=3e-3,
-                       sweep_steps=150, strengths=tuple(float(s) for s in np.linspace(0, 1, 8)), grid=10),
+    # chosen on seed 0 before seeds 1, 2 ran (docs/clp_min_results.md, "exploration log"): model, lr and
+    # prompts per step so that CLP full converges at both ends of the sweep in 2000 steps; the sweep's
+    # models take half the prompts per step and its experts half the steps, to fit the time budget
+    # (every expert's regret is reported)
+    "full": ExactScale(seeds=(0, 1, 2), pretrain_steps=800, steps=2000, prompts_per_step=32, lr=5e-3,
+                       sweep_steps=2000, sweep_prompts_per_step=16, sweep_expert_steps=1000,
+                       strengths=tuple(float(s) for s in np.linspace(0, 1, 8)), grid=10),
     "quick": ExactScale(seeds=(0,), pretrain_steps=200, steps=40, prompts_per_step=8, lr=3e-3,
-                        sweep_steps=20, strengths=(0.0, 0.5, 1.0), grid=2),
+                        sweep_steps=20, sweep_prompts_per_step=8, sweep_expert_steps=20,
+                        strengths=(0.0, 0.5, 1.0), grid=2),
 }
 
 
@@ -82,22 +87,17 @@ def training_prompts(task: tk.TaskConfig, n: int, seed: int) -> torch.Tensor:
     return x[torch.randperm(len(x), generator=torch.Generator().manual_seed(TRAIN_SPLIT_SEED + seed))[:n]]
 
 
-def _config(scale: ExactScale, seed: int, ref_path: Path, out: Path, steps: int, **kw) -> TrainConfig:
+def _config(scale: ExactScale, seed: int, ref_path: Path, out: Path, steps: int, prompts: int | None = None,
+            **kw) -> TrainConfig:
     return TrainConfig(out=str(out), seed=seed, **ENUM_TASK, **MODEL, ref=str(ref_path),
                        pretrain_steps=scale.pretrain_steps, beta=su.BETA, steps=steps,
-                       prompts_per_step=scale.prompts_per_step, lr=scale.lr, lr_schedule=su.LR_SCHEDULE,
+                       prompts_per_step=scale.prompts_per_step if prompts is None else prompts, lr=scale.lr, lr_schedule=su.LR_SCHEDULE,
                        log_every=max(1, steps // 10), ckpt_every=steps, **kw)
 
 
 def _reference(scale: ExactScale, seed: int, runs: Path):
     ref_path = Path(runs) / f"seed{seed}" / "enum_exact" / "ref.safetensors"
     return su.reference_model(ENUM_TASK, MODEL, scale, seed, ref_path), ref_path  # uses scale.pretrain_steps
-
-
-def _expert(scale, seed, ref_path, out, steps, reward: str, strength: float = 1.0):
-    cfg = _config(scale, seed, ref_path, out, steps, rewards=(reward,), strength=strength, conditioning="none",
-                  weights="fixed", fixed_w=(1.0,), estimator="exact")
-    return su.trained(cfg, False).model
 
 
 def ideal_zero_shot(trees: list, W: np.ndarray, beta: float) -> list:
@@ -156,6 +156,13 @@ def exact_regrets(trees: list, log_policies: dict, W: np.ndarray) -> dict:
             "mean_normalised_regret": {n: float(np.mean(r)) for n, r in regret.items()}}
 
 
+def expert_regret(trees: list, expert: list, i: int, m: int) -> float:
+    """An expert's exact normalised regret on its own objective, at its vertex ``e_i`` (its token policies per prompt)."""
+    W = np.eye(m)[i:i + 1]
+    return exact_regrets(trees, {"expert": [[d[None] for d in prompt] for prompt in expert]}, W)[
+        "mean_normalised_regret"]["expert"]
+
+
 def enum_exact_configs(scale: ExactScale, seed: int, runs) -> dict:
     """The training runs of ``enum_exact`` at one seed, ``{name: TrainConfig}`` (each cached in its folder)."""
     base = Path(runs) / f"seed{seed}" / "enum_exact"
@@ -190,25 +197,63 @@ def run_enum_exact(seed: int, scale: ExactScale, root, runs) -> dict:
     for split, prompts in (("heldout", held), ("train", training_prompts(task, len(held), seed))):
         trees = _trees(pi_ref, task, prompts)
         log_pi = {n: policy_log_policies(pol, task, prompts, W) for n, pol in policies.items()}
-        log_pi["logit mixing"] = logit_mix_log_policies(expert_log_policies(experts, task, prompts), W)
+        per_expert = expert_log_policies(experts, task, prompts)
+        log_pi["logit mixing"] = logit_mix_log_policies(per_expert, W)
         res[split] = exact_regrets(trees, log_pi, W)
+        res[split]["expert_regret"] = {r: expert_regret(trees, e, i, 2)
+                                       for i, (r, e) in enumerate(zip(task.rewards, per_expert))}
     ev.plot_fronts(res["heldout"]["methods"], out / "fronts_exact.png",
                    f"enum_exact, seed {seed}: exact fronts on held-out prompts",
                    exact_front=res["heldout"]["optimal"]["rewards"],
                    ref_point=res["heldout"]["reference"]["rewards"][0])
     result = {"setup": "enum_exact", "seed": seed, "scale": asdict(scale), "model": MODEL, "beta": su.BETA,
               "task": asdict(task), "weights": W, "prompts": {"heldout": len(held), "train": len(held)},
-              "exact": res["heldout"], "train_prompts_regret": res["train"]["mean_normalised_regret"]}
+              "exact": res["heldout"], "train_prompts_regret": res["train"]["mean_normalised_regret"],
+              "train_prompts_expert_regret": res["train"]["expert_regret"]}
     (out / "front.json").write_text(json.dumps(su._jsonable(result), indent=1))
     return su._jsonable(result)
+
+
+def _tag(s: float) -> str:
+    return f"s{s:.4f}"
+
+
+def sweep_configs(scale: ExactScale, seed: int, runs) -> dict:
+    """The training runs of the sweep at one seed, ``{name: TrainConfig}``: the shared coverage expert, and per
+    strength ``s`` the knob expert ``knob s`` and ``CLP full s``."""
+    base = Path(runs) / f"seed{seed}" / "sweep"
+    ref_path = Path(runs) / f"seed{seed}" / "enum_exact" / "ref.safetensors"
+    expert = dict(conditioning="none", weights="fixed", fixed_w=(1.0,), estimator="exact")
+    P = scale.sweep_prompts_per_step
+    cfgs = {"expert coverage": _config(scale, seed, ref_path, base / "ft_coverage", scale.sweep_expert_steps, P,
+                                       rewards=("coverage",), **expert)}
+    for s in scale.strengths:
+        cfgs[f"knob {s}"] = _config(scale, seed, ref_path, base / f"ft_knob_{_tag(s)}", scale.sweep_expert_steps,
+                                    P, rewards=("knob",), strength=s, **expert)
+        cfgs[f"CLP full {s}"] = _config(scale, seed, ref_path, base / f"clp_full_{_tag(s)}", scale.sweep_steps, P,
+                                        rewards=("coverage", "knob"), strength=s, conditioning="full",
+                                        estimator="exact", **su.TRAIN_WEIGHTS)
+    return cfgs
+
+
+def planned(names, scale: ExactScale, runs) -> tuple:
+    """``(pi_ref jobs {path: reference_model args}, run jobs {out: TrainConfig})`` of ``names`` (clp_min.jobs)."""
+    refs, cfgs = {}, {}
+    for seed in scale.seeds:
+        ref_path = Path(runs) / f"seed{seed}" / "enum_exact" / "ref.safetensors"
+        refs[str(ref_path)] = (ENUM_TASK, MODEL, scale, seed, ref_path)
+        for name in names:
+            made = enum_exact_configs(scale, seed, runs) if name == "enum_exact" else sweep_configs(scale, seed, runs)
+            cfgs.update({c.out: c for c in made.values()})
+    return refs, cfgs
 
 
 def run_sweep(seed: int, scale: ExactScale, root, runs) -> dict:
     """The misalignment sweep at one seed; writes ``root/sweep/seed*/sweep.json``."""
     runs, root = Path(runs), Path(root)
     pi_ref, ref_path = _reference(scale, seed, runs)
-    base = runs / f"seed{seed}" / "sweep"
-    cover = _expert(scale, seed, ref_path, base / "ft_coverage", scale.sweep_steps, "coverage")
+    cfgs = sweep_configs(scale, seed, runs)
+    cover = su.trained(cfgs["expert coverage"], False).model
     W = simplex_grid(2, scale.grid)
     held = heldout_prompts(tk.TaskConfig(**ENUM_TASK))
     ref_trees = _trees(pi_ref, tk.TaskConfig(**ENUM_TASK, rewards=("coverage",)), held)
@@ -216,13 +261,10 @@ def run_sweep(seed: int, scale: ExactScale, root, runs) -> dict:
     tasks = []
     for s in scale.strengths:
         task = tk.TaskConfig(**ENUM_TASK, rewards=("coverage", "knob"), strength=s)
-        tag = f"s{s:.4f}"
-        knob = _expert(scale, seed, ref_path, base / f"ft_knob_{tag}", scale.sweep_steps, "knob", s)
-        cfg = _config(scale, seed, ref_path, base / f"clp_full_{tag}", scale.sweep_steps, rewards=task.rewards,
-                      strength=s, conditioning="full", estimator="exact", **su.TRAIN_WEIGHTS)
+        knob = su.trained(cfgs[f"knob {s}"], False).model
         trees = retarget(ref_trees, task, held)
         experts = [cover_log_pi, expert_log_policies([knob], task, held)[0]]
-        log_pi = {"CLP full": policy_log_policies(su.trained(cfg, False), task, held, W),
+        log_pi = {"CLP full": policy_log_policies(su.trained(cfgs[f"CLP full {s}"], False), task, held, W),
                   "Rewarded Soups": policy_log_policies(frozen(ParamConditioned.from_experts([cover, knob], "full")),
                                                         task, held, W),
                   "logit mixing": logit_mix_log_policies(experts, W),
@@ -232,6 +274,8 @@ def run_sweep(seed: int, scale: ExactScale, root, runs) -> dict:
         eps = eps_depth1(trees)
         tasks.append({"strength": s, "eps_1": eps["max"], "eps_1_mean": eps["mean"],
                       "regret": res["mean_normalised_regret"],
+                      "expert_regret": {r: expert_regret(trees, e, i, 2)
+                                        for i, (r, e) in enumerate(zip(task.rewards, experts))},
                       "optimal_spread": (opt.max(axis=0) - opt.min(axis=0)).tolist(),
                       "optimal_rewards": opt, "rewards": {n: m["rewards"] for n, m in res["methods"].items()}})
     result = {"setup": "sweep", "seed": seed, "scale": asdict(scale), "model": MODEL, "beta": su.BETA,

@@ -50,13 +50,29 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def train_all(names, scale: su.Scale, runs, jobs: int, progress: bool = False) -> None:
-    """Pretrain every pi_ref, then train every run of ``names`` at ``scale``, in ``jobs`` processes."""
-    refs, cfgs = planned(names, scale, runs)
+def train_all(names, scale: su.Scale, runs, jobs: int, progress: bool = False, exact_scale=None) -> None:
+    """Pretrain every pi_ref, then train every run of ``names`` in ``jobs`` processes: the setups of
+    clp_min.setups at ``scale``, and "enum_exact" and "sweep" (clp_min.exact_setups) at ``exact_scale``."""
+    from clp_min import exact_setups as xs
+
+    exact = [n for n in names if n in ("enum_exact", "sweep")]
+    refs, cfgs = planned([n for n in names if n not in exact], scale, runs)
+    if exact:
+        if exact_scale is None:
+            raise ValueError(f"setups: {', '.join(exact)} need the exact-oracle scale (exact_scale)")
+        more_refs, more_cfgs = xs.planned(exact, exact_scale, runs)
+        refs.update(more_refs)
+        cfgs.update(more_cfgs)
+    run_pool(refs, cfgs, jobs, progress)
+
+
+def run_pool(refs: dict, cfgs: dict, jobs: int, progress: bool = False) -> None:
+    """Every ``reference_model`` args in ``refs`` first, then every TrainConfig in ``cfgs``, in ``jobs`` processes."""
     bar = tqdm(total=len(refs) + len(cfgs), desc=f"train ({jobs} jobs)", disable=not progress)
     # spawn, not fork: a forked CUDA context is unusable, and workers start from a clean interpreter
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
-        for fn, items in ((_reference, refs.values()), (_train, cfgs.values())):  # pi_ref first
+        longest_first = sorted(cfgs.values(), key=lambda c: (-c.steps, c.conditioning == "none"))  # balances the pool
+        for fn, items in ((_reference, refs.values()), (_train, longest_first)):  # pi_ref first
             for future in as_completed([pool.submit(fn, item) for item in items]):
                 future.result()  # re-raises a worker's error here
                 bar.update()

@@ -110,18 +110,25 @@ def planned(scale: su.Scale, runs) -> tuple:
     return refs, cfgs
 
 
-def train_all(scale: su.Scale, runs, jobs: int) -> None:
-    """Pretrain the pi_refs, then train every planned run, in ``jobs`` processes (as clp_min.jobs does)."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
+def planned_exact(xscale, runs) -> tuple:
+    """``(pi_ref args per path, {out: TrainConfig})`` of the study's runs in "enum_exact", all seeds."""
+    refs, cfgs = xs.planned([], xscale, runs)  # the seeds' pi_ref
+    for seed in xscale.seeds:
+        cfgs.update({c.out: c for c in exact_mechanism_configs(xscale, seed, runs).values()})
+    return refs, cfgs
 
+
+def train_all(scale: su.Scale | None, runs, jobs: int, xscale=None) -> None:
+    """Pretrain the pi_refs, then train every planned run (those of "two" and "enum" at ``scale``, of
+    "enum_exact" at ``xscale``; ``None`` skips them), in ``jobs`` processes (clp_min.jobs)."""
     from clp_min import jobs as jb
 
-    refs, cfgs = planned(scale, runs)
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=jb._one_thread) as pool:
-        for fn, items in ((jb._reference, refs.values()), (jb._train, cfgs.values())):  # pi_ref first
-            for future in [pool.submit(fn, item) for item in items]:
-                future.result()
+    refs, cfgs = planned(scale, runs) if scale is not None else ({}, {})
+    if xscale is not None:
+        more_refs, more_cfgs = planned_exact(xscale, runs)
+        refs.update(more_refs)
+        cfgs.update(more_cfgs)
+    jb.run_pool(refs, cfgs, jobs)
 
 
 def trainable_count(cfg) -> int:
@@ -398,8 +405,9 @@ def run(fronts: dict, scale: su.Scale, out, runs, progress: bool = False, jobs: 
     runs of "two" and "enum" in that many processes; evaluation finds them cached."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if jobs > 1 and {"enum", "two"} <= set(fronts):
-        train_all(scale, runs, jobs)
+    if jobs > 1:
+        train_all(scale if {"enum", "two"} <= set(fronts) else None, runs, jobs,
+                  xscale if "enum_exact" in fronts else None)
     results = {}
     for part in PARTS:
         if SETUP_OF[part] not in fronts or (part == "enum_exact" and xscale is None):

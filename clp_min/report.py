@@ -145,6 +145,11 @@ def oracle_targets(enum_runs: list, sweep_runs: list) -> list:
             gap = [r["exact"]["mean_normalised_regret"][name] - r["train_prompts_regret"][name] for r in enum_runs]
             rows.append(_row(f"(enum_exact) {name}: generalisation gap", "held-out minus training-prompt regret",
                              float(np.mean(gap)), "report", None, gap, id=f"enum_exact-gap-{name}"))
+        for reward in enum_runs[0]["exact"].get("expert_regret", {}):
+            vals = [r["exact"]["expert_regret"][reward] for r in enum_runs]
+            rows.append(_row(f"(enum_exact) expert {reward}: regret on its own objective", "exact, held-out prompts, "
+                             "at its vertex (the experts of RS and logit mixing)", float(np.mean(vals)), "report",
+                             None, vals, id=f"enum_exact-expert-regret-{reward}"))
     if not sweep_runs:
         return rows
     first = [r["tasks"][0] for r in sweep_runs]  # eps_1 = 0 (strength 0)
@@ -180,6 +185,11 @@ def oracle_targets(enum_runs: list, sweep_runs: list) -> list:
             rows.append(_row(f"(sweep) s = {t['strength']:.3g}, eps_1 = {t['eps_1']:.3g}: {name}",
                              "average normalised regret, exact, held-out prompts (mean over seeds)",
                              float(np.mean(vals)), "report", None, vals, id=f"sweep-s{t['strength']:.3f}-{name}"))
+        for reward in t.get("expert_regret", {}):
+            vals = [r["tasks"][k]["expert_regret"][reward] for r in sweep_runs]
+            rows.append(_row(f"(sweep) s = {t['strength']:.3g}: expert {reward}, regret on its own objective",
+                             "exact, held-out prompts, at its vertex (mean over seeds)", float(np.mean(vals)),
+                             "report", None, vals, id=f"sweep-s{t['strength']:.3f}-expert-{reward}"))
     return rows
 
 
@@ -275,23 +285,28 @@ def run_toy(quick: bool, out: Path, progress: bool) -> list:
 EXACT_SETUPS = ("enum_exact", "sweep")  # clp_min.exact_setups (issue 9)
 
 
-def _exact_run(name, seed, scale, out: Path, runs, reuse: bool) -> dict:
+def _saved(name, seed, scale, out: Path):
+    """A setup's saved result at one seed when it was written at ``scale`` (seeds aside), else ``None``."""
     path = out / name / f"seed{seed}" / ("sweep.json" if name == "sweep" else "front.json")
-    if reuse and path.exists():
-        saved = json.loads(path.read_text())
-        if saved["scale"] == json.loads(json.dumps(asdict(scale))):
-            return saved
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    same = {k: v for k, v in json.loads(json.dumps(asdict(scale))).items() if k != "seeds"}
+    return saved if {k: v for k, v in saved["scale"].items() if k != "seeds"} == same else None
+
+
+def _exact_run(name, seed, scale, out: Path, runs, reuse: bool) -> dict:
+    saved = _saved(name, seed, scale, out) if reuse else None
+    if saved is not None:
+        return saved
     run = xs.run_sweep if name == "sweep" else xs.run_enum_exact
     return run(seed, scale, out, out / "runs" if runs is None else runs)
 
 
 def _front(name, seed, scale, out: Path, progress, runs, reuse: bool) -> dict:
-    path = out / name / f"seed{seed}" / "front.json"
-    if reuse and path.exists():
-        saved = json.loads(path.read_text())
-        same = {k: v for k, v in json.loads(json.dumps(asdict(scale))).items() if k != "seeds"}
-        if {k: v for k, v in saved["scale"].items() if k != "seeds"} == same:
-            return saved
+    saved = _saved(name, seed, scale, out) if reuse else None
+    if saved is not None:
+        return saved
     return su.run_setup(name, seed, scale, out, progress, runs)
 
 
@@ -327,9 +342,12 @@ def reproduce(out, quick: bool, progress: bool = False,
         from clp_min.jobs import train_all
 
         start = time.perf_counter()
-        # the exact-oracle setups (enum_exact, sweep) train in their own runner, sequentially
-        train_all([n for n in setups if n not in EXACT_SETUPS], scale, out / "runs" if runs is None else runs,
-                  jobs, progress)
+        def reused(name):  # every seed's result is read back: nothing of it to train
+            sc = exact_scale if name in EXACT_SETUPS else scale
+            return reuse_fronts and all(_saved(name, seed, sc, out) is not None for seed in sc.seeds)
+
+        train_all([n for n in setups if not reused(n)], scale, out / "runs" if runs is None else runs, jobs,
+                  progress, exact_scale)
         seconds[f"training ({jobs} jobs)"] = time.perf_counter() - start
     results = {}
     for name in setups:

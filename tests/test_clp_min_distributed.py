@@ -9,6 +9,7 @@ import torch
 
 from clp_cli.main import main
 from clp_min import distributed, rl
+from clp_min import exact_setups as xs
 from clp_min.checkpoint import save_checkpoint
 from clp_min.conditioning import ParamConditioned
 from clp_min.model import GPT, GPTConfig
@@ -147,20 +148,28 @@ def test_bad_device_or_streams_names_field(kw, field):
 
 
 def test_reproduce_jobs_equals_sequential(tmp_path, monkeypatch):
-    """``--jobs 2`` (a pool of spawned workers trains pi_ref, then every run) gives the same fronts as ``--jobs 1``."""
+    """``--jobs 2`` (a pool of spawned workers trains pi_ref, then every run, the exact-oracle sweep's too)
+    gives the same fronts as ``--jobs 1``."""
     tiny = su.Scale(seeds=(0,), pretrain_steps=5, steps=2, prompts_per_step=2, samples_per_prompt=2,
                     eval_prompts=2, eval_samples=2, exact_prompts=2, grid=2)
+    tiny_exact = xs.ExactScale(seeds=(0,), pretrain_steps=5, steps=2, prompts_per_step=2, lr=3e-3, sweep_steps=2,
+                               sweep_prompts_per_step=2, sweep_expert_steps=2, strengths=(0.0, 1.0), grid=2)
     monkeypatch.setitem(su.SCALES, "quick", tiny)
-    fronts = []
+    monkeypatch.setitem(xs.EXACT_SCALES, "quick", tiny_exact)
+    heldout = xs.heldout_prompts
+    monkeypatch.setattr(xs, "heldout_prompts", lambda task: heldout(task)[:3])  # 3 of the 84 trees: time
+    fronts, sweeps = [], []
     for jobs in (1, 2):
         if jobs == 2:  # the pool's spawned workers train everything; here nothing may train
             def refuse(*args, **kwargs):
                 raise AssertionError("trained in the parent process, not in the pool")
             monkeypatch.setattr(su, "train", refuse)
             monkeypatch.setattr(su, "pretrain", refuse)
-        reproduce(tmp_path / f"jobs{jobs}", quick=True, setups=("kl",), with_claims=False, jobs=jobs)
+        reproduce(tmp_path / f"jobs{jobs}", quick=True, setups=("kl", "sweep"), with_claims=False, jobs=jobs)
         fronts.append(json.loads((tmp_path / f"jobs{jobs}" / "kl" / "seed0" / "front.json").read_text()))
+        sweeps.append(json.loads((tmp_path / f"jobs{jobs}" / "sweep" / "seed0" / "sweep.json").read_text()))
     assert fronts[0] == fronts[1]
+    assert sweeps[0] == sweeps[1]
     report = (tmp_path / "jobs2" / "report.md").read_text()
     assert "training (2 jobs)" in report
 
