@@ -1,5 +1,6 @@
 """Data-parallel training (clp_min.distributed) and parallel reproduce (clp_min.jobs), 2 processes on CPU."""
 import json
+from dataclasses import replace
 import os
 from pathlib import Path
 
@@ -124,6 +125,30 @@ def test_two_ranks_equal_one_rank_and_resume_checks_world_size(tmp_path, capsys)
         assert len(err) == 1 and "resume:" in err[0] and "2 processes" in err[0], err
 
 
+def test_exact_estimator_two_ranks_equal_one_rank(tmp_path):
+    """The exact gradient calls the policy once per depth before one backward; under DDP (2 ranks, gloo)
+    that must still average the full batch's gradient: after 2 steps the statistics equal 1 rank's to 1e-6
+    and every parameter to 1e-4. (Measured: 6e-6 at most, in a few entries of the attention weights whose
+    gradient is rounding noise, which Adam rescales; one Adam step moves an entry by up to lr = 3e-3, so a
+    rank stepping on its own half of the batch misses by far more.)"""
+    base = dict(conditioning="full", estimator="exact", **{**TINY, "vocab": 4, "response_len": 3})
+    ref = reference(tmp_path / "ref.safetensors", TrainConfig(**base))
+    one, two = tmp_path / "one", tmp_path / "two"
+    train(TrainConfig(out=str(one), ref=ref, steps=2, ckpt_every=2, **base), progress=False)
+    distributed.run_processes(2, train, TrainConfig(out=str(two), ref=ref, steps=2, ckpt_every=2, **base),
+                              False, start_method="fork")
+    a, b = load_trained(one)[0], load_trained(two)[0]
+    sa, sb = a.state_dict(), b.state_dict()
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=1e-4, msg=k)
+    ha, hb = (json.loads((d / "log.json").read_text())["history"] for d in (one, two))
+    for x, y in zip(ha, hb, strict=True):
+        np.testing.assert_allclose([x["objective"], x["kl"], *x["rewards"]], [y["objective"], y["kl"], *y["rewards"]],
+                                   atol=1e-6)
+    start = ParamConditioned.from_base(load_trained(one)[1], 2, "full")  # the policy both runs started from
+    assert any((sa[k] - v).abs().max() > 1e-4 for k, v in start.state_dict().items() if k in sa)  # they moved
+
+
 def test_cli_nproc_trains_and_checkpoints(tmp_path, capsys, monkeypatch):
     """``clp train --nproc 2`` goes through torch.distributed.run (python -m clp_cli in each worker)."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
@@ -179,3 +204,34 @@ def test_cli_refuses_bad_nproc_and_jobs(capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"clp: error: {field}:"), err
+
+
+def test_reuse_fronts_trains_only_what_it_does_not_reuse(tmp_path, monkeypatch):
+    """``--reuse-fronts --jobs 2`` plans no training for a setup whose every front.json is reused at this scale,
+    and plans it again when the scale changed."""
+    tiny = su.Scale(seeds=(0,), pretrain_steps=5, steps=2, prompts_per_step=2, samples_per_prompt=2,
+                    eval_prompts=2, eval_samples=2, exact_prompts=2, grid=2)
+    tiny_exact = xs.ExactScale(seeds=(0,), pretrain_steps=5, steps=2, prompts_per_step=2, lr=3e-3, sweep_steps=2,
+                               sweep_prompts_per_step=2, sweep_expert_steps=2, strengths=(0.0,), grid=2)
+    monkeypatch.setitem(su.SCALES, "quick", tiny)
+    monkeypatch.setitem(xs.EXACT_SCALES, "quick", tiny_exact)
+    out = tmp_path / "rep"
+    reproduce(out, quick=True, setups=("kl",), with_claims=False)  # kl's front.json at this scale
+    planned = []
+
+    class Planned(Exception):
+        pass
+
+    def record(refs, cfgs, jobs, progress=False):
+        planned.append(sorted(cfgs))
+        raise Planned
+
+    from clp_min import jobs as jb
+    monkeypatch.setattr(jb, "run_pool", record)
+    with pytest.raises(Planned):
+        reproduce(out, quick=True, setups=("kl", "sweep"), with_claims=False, reuse_fronts=True, jobs=2)
+    assert planned[0] and all("sweep" in Path(o).parts for o in planned[0])  # kl reused: nothing of it
+    monkeypatch.setitem(su.SCALES, "quick", replace(tiny, steps=3))
+    with pytest.raises(Planned):
+        reproduce(out, quick=True, setups=("kl", "sweep"), with_claims=False, reuse_fronts=True, jobs=2)
+    assert any("small" in Path(o).parts for o in planned[1])  # another scale: kl is trained again
