@@ -17,10 +17,11 @@ MAX_SHARE = 0.20
 
 
 def _draws(strategy, n: int = N) -> list:
-    """``n`` draws of ``strategy`` as the tests see them (generation phase only, no example database)."""
+    """``n`` draws of ``strategy`` as the tests see them (generation phase only, no example database; derandomized,
+    so the measured shares are the same on every run: a random draw made the 20% bound flaky)."""
     out = []
 
-    @settings(max_examples=n, database=None, phases=[Phase.generate], deadline=None,
+    @settings(max_examples=n, database=None, phases=[Phase.generate], deadline=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(strategy)
     def collect(x):
