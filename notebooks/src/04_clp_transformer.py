@@ -363,19 +363,26 @@ assert len(sweep) == 3 and len(eps_run) == 8
 assert all(r["tasks"][0]["eps_1"] == 0 and r["tasks"][0]["regret"]["ideal zero-shot"] < 1e-9 for r in sweep)
 for r in sweep:  # the prediction, on each seed's pi_ref: the ideal zero-shot's regret rises with eps_1
     assert spearmanr([t["eps_1"] for t in r["tasks"]], [t["regret"]["ideal zero-shot"] for t in r["tasks"]]).statistic == 1
-    assert all(t["regret"]["CLP full"] > max(0.15, t["regret"]["ideal zero-shot"] + 0.1) for t in r["tasks"])
-assert all(0.01 < v < 0.1 for v in report["T4-oracle"]["per_seed"])  # enum_exact: close, not at the target
+assert report["T4-oracle"]["met"] and max(report["T4-oracle"]["per_seed"]) <= 0.01  # enum_exact: at the target
+for key in ("T1-aligned", "T2-misaligned", "T3-monotone"):  # issue 9's rules, fixed before any run
+    assert report[key]["met"] and len(report[key]["per_seed"]) == 3, key
+for r in sweep:  # the committed run: CLP near the optimum on every task, the ideal zero-shot far behind at the end
+    assert max(t["regret"]["CLP full"] for t in r["tasks"]) < 0.02
+    assert r["tasks"][-1]["regret"]["ideal zero-shot"] > 5 * r["tasks"][-1]["regret"]["CLP full"]
 
 # %% [markdown]
 # **What the committed run shows.** The prediction holds exactly: on every seed the ideal
 # zero-shot's regret is 0 (1e-16) at `eps_1 = 0` and rises monotonically with `eps_1`, to
-# 0.09 at coverage vs brevity. The trained side does not yet test it: with the 150 RL
-# steps per model that the session's machine allowed, CLP full sits at regret 0.20-0.31 on
-# every task, above the ideal zero-shot everywhere (so T1, T2 and the second half of T3
-# fail), and the zero-shot methods built from equally short experts are worse still. With
-# 1000 steps (`enum_exact`), CLP full trained with the exact gradient reaches 0.04-0.07 on
-# held-out prompts, against 0.19-0.26 for the same training by RLOO, and below logit mixing
-# (0.11) and Rewarded Soups (1.1) on every seed; the target 0.01 (T4) is not met.
+# 0.09 at coverage vs brevity. With the exact gradient (32 prompts per step, 2000 steps),
+# CLP full reaches 0.006-0.009 on the held-out prompts of `enum_exact` (T4 met), against
+# 0.06-0.08 for the same training by RLOO, 0.09-0.10 for logit mixing of the trained experts
+# and 1.3-1.7 for Rewarded Soups. On the sweep (CLP 2000 steps at 16 prompts per step), CLP
+# full stays at 0.007-0.016 on every task and seed: as good as the exact zero-shot (within
+# 0.01) where the rewards are aligned below the root, and 6-9x better than it at the most
+# misaligned task; its advantage grows with `eps_1`, as the theory says. T1 to T4 are all
+# met. The zero-shot methods built from *trained* experts (1000 steps) are far worse
+# (logit mixing 0.07-0.78, Rewarded Soups 0.7-2.5): their experts' small errors cost
+# more than the misalignment itself.
 
 # %% [markdown]
 # ## Summary
