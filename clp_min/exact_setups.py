@@ -40,6 +40,7 @@ from theory.mixing import logit_mix
 from theory.tree import misalignment, zero_shot_token_policy
 from theory.weights import simplex_grid
 
+SETUP_NAMES = ("enum_exact", "sweep")  # the setups this module runs (clp reproduce --setups)
 ENUM_TASK = su.ENUM_TASK  # V = 4, L = 6, T = 4: 729 prompts, 121 producible responses
 MODEL = dict(n_layer=2, n_head=2, n_embd=64)
 TRAIN_SPLIT_SEED = 30_000

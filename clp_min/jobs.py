@@ -55,7 +55,7 @@ def train_all(names, scale: su.Scale, runs, jobs: int, progress: bool = False, e
     clp_min.setups at ``scale``, and "enum_exact" and "sweep" (clp_min.exact_setups) at ``exact_scale``."""
     from clp_min import exact_setups as xs
 
-    exact = [n for n in names if n in ("enum_exact", "sweep")]
+    exact = [n for n in names if n in xs.SETUP_NAMES]
     refs, cfgs = planned([n for n in names if n not in exact], scale, runs)
     if exact:
         if exact_scale is None:

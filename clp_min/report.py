@@ -282,7 +282,7 @@ def run_toy(quick: bool, out: Path, progress: bool) -> list:
              "status": c.status} for c in run_claims(cfg, out, progress=progress)]
 
 
-EXACT_SETUPS = ("enum_exact", "sweep")  # clp_min.exact_setups (issue 9)
+EXACT_SETUPS = xs.SETUP_NAMES  # clp_min.exact_setups (issue 9)
 
 
 def _saved(name, seed, scale, out: Path):
