@@ -311,6 +311,8 @@ def exact_gradient_row(repeats: int, out=None) -> dict:
 
     The enumerable task and model of ``clp_min.exact_setups`` (V = 4, T = 4, 2 layers), CLP full, P = 8
     prompts: the exact step sums over all 121 producible responses per prompt, RLOO samples n = 4.
+    The exact step runs both routes to the token distributions (exact_pg.prefix_log_probs): the token
+    tree (the default for the GPT) and depth by depth through the cache (any other policy).
     Prints seconds per step and per response, and the ratio of step times (median of per-round ratios).
     """
     import numpy as np
@@ -330,20 +332,29 @@ def exact_gradient_row(repeats: int, out=None) -> dict:
     P, n = 8, 4
     N = len(exact_pg.producible_responses(task.vocab, task.response_len))
     cases = {"exact": lambda: exact_pg.exact_step(policy, ref, opt, task, rl.draw_weightings(rng, P, 2, "uniform"),
-                                                  0.1, gen),
+                                                  0.1, gen, route="tree"),
+             "exact (depth)": lambda: exact_pg.exact_step(policy, ref, opt, task,
+                                                          rl.draw_weightings(rng, P, 2, "uniform"), 0.1, gen,
+                                                          route="depth"),
              "rloo": lambda: rl.rl_step(policy, ref, opt, task, rl.draw_weightings(rng, P, 2, "uniform"), n, 0.1, gen)}
     with tqdm(total=repeats, disable=not sys.stderr.isatty(), desc="bench exact") as progress:
         times = round_robin(cases, repeats, progress)
     row = {"P": P, "responses_exact": P * N, "responses_rloo": P * n,
            "s_per_step_exact": statistics.median(times["exact"]), "s_per_step_rloo": statistics.median(times["rloo"]),
-           "ratio_exact_over_rloo": median_ratio(times, "exact", "rloo")}
+           "ratio_exact_over_rloo": median_ratio(times, "exact", "rloo"),
+           "s_per_step_exact_depth": statistics.median(times["exact (depth)"]),
+           "ratio_exact_depth_over_tree": median_ratio(times, "exact (depth)", "exact")}
     row["s_per_response_exact"] = row["s_per_step_exact"] / row["responses_exact"]
     row["s_per_response_rloo"] = row["s_per_step_rloo"] / row["responses_rloo"]
     print(f"\n## Exact gradient vs RLOO step (V=4, T=4, {exact_setups.MODEL}, CLP full, P={P})\n")
     print("| estimator | responses/step | s/step | s/response | step ratio |\n|---|---|---|---|---|")
     print(f"| exact | {P * N} | {row['s_per_step_exact']:.3f} | {row['s_per_response_exact']:.2e} | "
           f"{row['ratio_exact_over_rloo']:.2f}x |")
+    print(f"| exact, depth route | {P * N} | {row['s_per_step_exact_depth']:.3f} | "
+          f"{row['s_per_step_exact_depth'] / (P * N):.2e} | "
+          f"{median_ratio(times, 'exact (depth)', 'rloo'):.2f}x |")
     print(f"| RLOO n={n} | {P * n} | {row['s_per_step_rloo']:.3f} | {row['s_per_response_rloo']:.2e} | 1 |")
+    print(f"\nThe tree route is {row['ratio_exact_depth_over_tree']:.2f}x faster than the depth route (same run).")
     if out:
         (Path(out) / "clp_min_bench_exact.json").write_text(json.dumps(row, indent=2))
     return row

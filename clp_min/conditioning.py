@@ -375,6 +375,10 @@ class ParamConditioned(nn.Module):
             mixed.update((name, mix_parameters(thetas[name], w.to(thetas[name].dtype))) for name in plain)
         return {alias: mixed[name] for name in self.names for alias in self.aliases[name]}
 
+    @property
+    def accepts_tree(self) -> bool:  # forward passes tree= (model.TokenTree) on when the module takes it
+        return getattr(self.base, "accepts_tree", False)
+
     def forward(self, w, *args, **kwargs):
         """Run the module at ``theta_c(w)``; ``w`` is ``[m]`` (whole batch) or ``[B, m]`` (per example)."""
         w = check_w(w, self.m).to(self.thetas[0].device)
@@ -571,6 +575,10 @@ class Unconditioned(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+
+    @property
+    def accepts_tree(self) -> bool:  # forward takes tree= (model.TokenTree) when the model does
+        return getattr(self.model, "accepts_tree", False)
 
     def forward(self, w, idx, cache=None, **kwargs):
         return self.model(idx, cache=cache, **kwargs)

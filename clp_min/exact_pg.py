@@ -10,14 +10,21 @@ is forced, so any other continuation has probability 0, as in ``clp_min.exact``)
 ``log pi(y|x)`` is the sum of the chosen tokens' log-probs (``task.decision_mask``:
 up to and including the first EOS; forced EOS tokens contribute ``log 1 = 0``).
 
-The distributions come from the cache, depth by depth: one call on the prompts
-(the first token's distribution), then, for ``t = 1 .. T-1``, one call on the
-``(V-1)^t`` content prefixes of length ``t`` per prompt, one new token each, with
-the parent's key/value cache repeated for its ``V-1`` children. Only content
-prefixes need a distribution (after an EOS decoding is forced). So a prompt costs
-``L + sum_{1<=t<T} (V-1)^t`` token positions (V = 4, T = 4: 6 + 39 = 45; the earlier
-single padded pass of every EOS-padded prefix cost 40 x 9 = 360), in ``T`` calls of
-the policy's cache convention ``policy(w, idx, cache) -> (logits, cache)``.
+Only content prefixes need a distribution (after an EOS decoding is forced), so a
+prompt costs ``L + sum_{1<=t<T} (V-1)^t`` token positions (V = 4, T = 4: 6 + 39 = 45;
+a single padded pass of every EOS-padded prefix costs 40 x 9 = 360). Two routes give
+the same distributions (tested), under the cache convention
+``policy(w, idx, cache) -> (logits, cache)``:
+
+    tree    (policies with ``accepts_tree``: the GPT and every clp_min wrapper of it)
+            two calls: the prompts, then every content prefix's last token as one
+            token tree below the prompt's cache (``model.TokenTree``: position
+            ``L + t - 1`` for a prefix of length ``t``, attending to the prompt and to
+            its own ancestors). One batch row per prompt, so a per-example
+            weighting costs no regrouping.
+    depth   (any other policy, e.g. a Hugging Face model): ``T`` calls, depth by depth,
+            each on the ``(V-1)^t`` content prefixes of length ``t`` per prompt with
+            the parent's key/value cache repeated for its ``V-1`` children.
 
 Autograd through ``sum_y pi(y|x) [...]`` gives ``grad J_w`` exactly (the KL
 term's ``E[grad log pi] = 0`` part included). The batch's loss is
@@ -29,6 +36,7 @@ length, T response length, V vocabulary, m rewards.
 from __future__ import annotations
 
 import functools
+import itertools
 
 import numpy as np
 import torch
@@ -37,6 +45,7 @@ import torch.nn.functional as F
 from clp_min import task as tk
 from clp_min.conditioning import Unconditioned
 from clp_min.exact import MAX_LEAVES
+from clp_min.model import TokenTree
 from clp_min.rl import draw_prompts, reward_vectors
 
 
@@ -79,12 +88,46 @@ def _repeat_rows(cache, k: int):
     return tuple(tuple(t.repeat_interleave(k, dim=0) for t in layer) for layer in cache)
 
 
-def prefix_log_probs(policy, w, prompts: torch.Tensor, V: int, T: int) -> torch.Tensor:
+@functools.lru_cache(maxsize=8)
+def content_tree(V: int, T: int) -> tuple:
+    """The content prefixes of length ``1 .. T-1`` as one token tree, in ``_gather_plan``'s row order
+    (shifted by one: the empty prefix is the prompt's last position).
+
+    Returns ``(tokens [R-1], TokenTree)``: each prefix's last token, its depth ``t - 1``, and which
+    prefixes it sees (its own prefixes, itself included).
+    """
+    prefixes = [c for t in range(1, T) for c in itertools.product(range(1, V), repeat=t)]  # depth, then lexicographic
+    row = {c: i for i, c in enumerate(prefixes)}
+    visible = torch.zeros(len(prefixes), len(prefixes), dtype=torch.bool)
+    for i, c in enumerate(prefixes):
+        visible[i, [row[c[:k]] for k in range(1, len(c) + 1)]] = True
+    tokens = torch.tensor([c[-1] for c in prefixes], dtype=torch.long)
+    return tokens, TokenTree(torch.tensor([len(c) - 1 for c in prefixes]), visible)
+
+
+def accepts_tree(policy) -> bool:
+    """Whether ``policy`` (or the module inside a DistributedDataParallel) takes ``tree=``."""
+    return bool(getattr(getattr(policy, "module", policy), "accepts_tree", False))
+
+
+def prefix_log_probs(policy, w, prompts: torch.Tensor, V: int, T: int, route: str = "auto") -> torch.Tensor:
     """Next-token log-probs after every content prefix, differentiable, ``[P, sum_{t<T} (V-1)^t, V]``.
 
     Rows are ordered as in ``_gather_plan``. ``w`` is ``[P, m]`` (or ``None`` for an unconditioned policy);
-    each prefix row gets its prompt's weighting.
+    each prefix row gets its prompt's weighting. ``route``: "tree", "depth" or "auto" (tree when the
+    policy accepts it; module docstring).
     """
+    if route not in ("auto", "tree", "depth"):
+        raise ValueError(f"route: must be 'auto', 'tree' or 'depth', got {route!r}")
+    if route == "tree" or (route == "auto" and accepts_tree(policy)):
+        logits, cache = policy(w, prompts)  # (P, L, V): the last position is the first token's distribution
+        if T == 1:
+            return F.log_softmax(logits[:, -1:], dim=-1)
+        tokens, tree = content_tree(V, T)
+        tree = TokenTree(tree.depth.to(prompts.device), tree.visible.to(prompts.device))
+        idx = tokens.to(prompts.device).expand(prompts.size(0), -1)  # (P, R-1)
+        below, _ = policy(w, idx, cache, tree=tree)  # (P, R-1, V)
+        return F.log_softmax(torch.cat([logits[:, -1:], below], dim=1), dim=-1)
     P = prompts.size(0)
     logits, cache = policy(w, prompts)  # (P, L, V): the last position is the first token's distribution
     out = [F.log_softmax(logits[:, -1:], dim=-1)]  # (P, 1, V)
@@ -99,7 +142,7 @@ def prefix_log_probs(policy, w, prompts: torch.Tensor, V: int, T: int) -> torch.
     return torch.cat(out, dim=1)
 
 
-def response_log_probs(policy, w: torch.Tensor, prompts: torch.Tensor, V: int, T: int) -> tuple:
+def response_log_probs(policy, w: torch.Tensor, prompts: torch.Tensor, V: int, T: int, route: str = "auto") -> tuple:
     """``log pi(y | x)`` of every producible response, differentiable, ``[P, N]``; and the responses ``[N, T]``.
 
     Args:
@@ -107,9 +150,10 @@ def response_log_probs(policy, w: torch.Tensor, prompts: torch.Tensor, V: int, T
             (ignored by an unconditioned policy).
         w: ``[P, m]``, one weighting per prompt.
         prompts: ``[P, L]``.
+        route: "auto", "tree" or "depth" (``prefix_log_probs``).
     """
     Y, rows = (t.to(prompts.device) for t in _gather_plan(V, T))
-    logp = prefix_log_probs(policy, w, prompts, V, T)  # (P, R, V)
+    logp = prefix_log_probs(policy, w, prompts, V, T, route)  # (P, R, V)
     token_logp = logp[:, rows, Y]  # (P, N, T): log pi(y_t | x, y_<t)
     return (token_logp * tk.decision_mask(Y)).sum(dim=-1), Y
 
@@ -125,13 +169,14 @@ def exact_objective(logp: torch.Tensor, logp_ref: torch.Tensor, r: torch.Tensor,
 
 
 def batch_objective(policy, pi_ref, cfg: tk.TaskConfig, prompts: torch.Tensor, w: torch.Tensor, beta: float,
-                    steer_kl: bool = False) -> dict:
+                    steer_kl: bool = False, route: str = "auto") -> dict:
     """Exact ``J_w`` per prompt ``[P]`` (differentiable), its rewards ``[P, m]`` and KL ``[P]``.
 
     ``w`` is ``[P, m]``; with ``steer_kl`` the single reward R becomes ``(0, R)`` (clp_min.rl).
+    ``route``: how the policy's token distributions are computed (``prefix_log_probs``).
     """
     V, T = cfg.vocab, cfg.response_len
-    logp, Y = response_log_probs(policy, w, prompts, V, T)  # (P, N)
+    logp, Y = response_log_probs(policy, w, prompts, V, T, route)  # (P, N)
     with torch.no_grad():
         logp_ref, _ = response_log_probs(Unconditioned(pi_ref), None, prompts, V, T)
         P, N = logp.shape
@@ -145,7 +190,7 @@ def batch_objective(policy, pi_ref, cfg: tk.TaskConfig, prompts: torch.Tensor, w
 
 
 def exact_step(policy, pi_ref, optimizer, cfg: tk.TaskConfig, w_prompts: np.ndarray, beta: float,
-               generator, steer_kl: bool = False) -> dict:
+               generator, steer_kl: bool = False, route: str = "auto") -> dict:
     """One Adam step on ``- mean_x J_{w_x}(x)`` over ``P = len(w_prompts)`` fresh training prompts.
 
     Same contract and statistics as ``clp_min.rl.rl_step`` (which estimates this gradient by RLOO).
@@ -154,7 +199,7 @@ def exact_step(policy, pi_ref, optimizer, cfg: tk.TaskConfig, w_prompts: np.ndar
     device = next(pi_ref.parameters()).device
     prompts = draw_prompts(cfg, P, generator).to(device)  # (P, L) training prompts
     w = torch.from_numpy(w_prompts).float().to(device)  # (P, m)
-    out = batch_objective(policy, pi_ref, cfg, prompts, w, beta, steer_kl)
+    out = batch_objective(policy, pi_ref, cfg, prompts, w, beta, steer_kl, route)
     loss = -out["objective"].mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -51,7 +51,11 @@ class InputConditioned(nn.Module):
         self.model = model
         self.embed = WeightEmbedding(m, model.config.n_embd, mode)
 
-    def forward(self, w, idx, cache=None, checked: bool = False):
+    @property
+    def accepts_tree(self) -> bool:  # forward takes tree= (model.TokenTree) when the model does
+        return getattr(self.model, "accepts_tree", False)
+
+    def forward(self, w, idx, cache=None, checked: bool = False, tree=None):
         """``w`` ``[m]`` (whole batch) or ``[B, m]``; ``checked=True`` skips validation (ParamConditioned did it)."""
         if not checked:
             w = check_w(w, self.m)
@@ -60,5 +64,5 @@ class InputConditioned(nn.Module):
             w = w.expand(idx.size(0), self.m)  # (B, m)
         e = self.embed(w)
         if self.mode == "prefix":
-            return self.model(idx, cache=cache, prefix=e if cache is None else None)
-        return self.model(idx, cache=cache, input_add=e)
+            return self.model(idx, cache=cache, prefix=e if cache is None else None, tree=tree)
+        return self.model(idx, cache=cache, input_add=e, tree=tree)

@@ -16,6 +16,13 @@ The cache is a plain tuple, one ``(k, v)`` pair per layer, each ``[B, nh, L, hs]
 tensors batched on dim 0, it passes through ``torch.func.vmap`` (used by
 ``clp_min.conditioning`` for per-example weightings).
 
+Token trees (``tree=TokenTree(depth, visible)``): the ``T`` new tokens are nodes of a tree
+hanging below the cache, not one sequence. Token ``i`` takes position ``L + depth[i]`` and
+attends to every cached row and to the new tokens ``j`` with ``visible[i, j]`` (its ancestors
+and itself). One call then gives the logits after every node, as if each root-to-node path
+had been fed through the cache on its own (tested; clp_min.exact_pg lists every response
+this way).
+
 Tied weights (``tie_weights=True``): ``lm_head.weight`` is the same Parameter as
 ``transformer.wte.weight`` (nanoGPT). ``named_parameters()`` lists it once, as
 ``transformer.wte.weight``; with ``remove_duplicate=False`` both names appear.
@@ -84,6 +91,25 @@ class GPTConfig:
                              f"exceed the limit of {MAX_PARAMS:g}")
 
 
+@dataclass(frozen=True)
+class TokenTree:
+    """New tokens as tree nodes: positions ``L + depth`` ``[T]``, attention ``visible`` ``[T, T]`` (bool).
+
+    ``visible[i, j]`` is True when node ``j`` is an ancestor of node ``i`` or ``i`` itself. It is not a
+    tensor itself, so per-example wrappers (clp_min.per_example) pass it through unbatched.
+    """
+    depth: torch.Tensor
+    visible: torch.Tensor
+
+    def __post_init__(self):
+        T = self.depth.size(0)
+        if self.depth.dim() != 1 or self.visible.shape != (T, T) or self.visible.dtype != torch.bool:
+            raise ValueError(f"tree: needs depth [T] and a bool visible [T, T], got {tuple(self.depth.shape)} "
+                             f"and {tuple(self.visible.shape)} ({self.visible.dtype})")
+        if not bool(self.visible.diagonal().all()):
+            raise ValueError("tree: every node must see itself (visible[i, i])")
+
+
 class CausalSelfAttention(nn.Module):
 
     def __init__(self, config: GPTConfig):
@@ -94,7 +120,8 @@ class CausalSelfAttention(nn.Module):
         mask = torch.tril(torch.ones(config.block_size, config.block_size, dtype=torch.bool))
         self.register_buffer("mask", mask, persistent=False)
 
-    def forward(self, x, kv=None):
+    def forward(self, x, kv=None, mask=None):
+        """``mask`` ``[T, L+T]`` (bool, True: attend) replaces the causal mask (token trees)."""
         B, T, C = x.size()
         hs = C // self.n_head
         q, k, v = self.c_attn(x).split(C, dim=2)
@@ -106,7 +133,7 @@ class CausalSelfAttention(nn.Module):
             v = torch.cat([kv[1], v], dim=2)  # (B, nh, L+T, hs)
         S = k.size(2)  # L + T keys; query t sits at position L + t
         att = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, T, L+T)
-        att = att.masked_fill(~self.mask[S - T:S, :S], float("-inf"))
+        att = att.masked_fill(~(self.mask[S - T:S, :S] if mask is None else mask), float("-inf"))
         att = F.softmax(att, dim=-1)
         y = att @ v  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
@@ -134,14 +161,16 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x, kv=None):
-        a, kv = self.attn(self.ln_1(x), kv)
+    def forward(self, x, kv=None, mask=None):
+        a, kv = self.attn(self.ln_1(x), kv, mask)
         x = x + a
         x = x + self.mlp(self.ln_2(x))
         return x, kv
 
 
 class GPT(nn.Module):
+
+    accepts_tree = True  # forward takes tree=TokenTree (clp_min.exact_pg asks)
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -164,7 +193,7 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, idx, cache=None, prefix=None, input_add=None):
+    def forward(self, idx, cache=None, prefix=None, input_add=None, tree=None):
         """Logits of the next token at every token position, and the extended cache.
 
         Args:
@@ -173,6 +202,7 @@ class GPT(nn.Module):
             prefix: ``None`` or ``[B, P, C]`` embeddings placed before the tokens (input
                 conditioning); they enter the cache but get no logits.
             input_add: ``None`` or ``[B, C]`` added to every token's input embedding.
+            tree: ``None`` or a ``TokenTree`` over the ``T`` new tokens (not with ``prefix``).
         Returns:
             ``(logits [B, T, V], cache)``.
         """
@@ -186,14 +216,26 @@ class GPT(nn.Module):
             P = prefix.size(1)
             x = torch.cat([prefix.to(x.dtype), x], dim=1)  # (B, P+T, C)
         L = 0 if cache is None else cache[0][0].size(2)
-        if L + P + T > self.config.block_size:
+        if tree is None and L + P + T > self.config.block_size:
             raise ValueError(f"idx: {L} cached + {P} prefix + {T} new positions exceed "
                              f"block_size = {self.config.block_size}")
-        pos = torch.arange(L, L + P + T, device=idx.device)  # (P+T,)
+        mask = None
+        if tree is None:
+            pos = torch.arange(L, L + P + T, device=idx.device)  # (P+T,)
+        else:
+            if prefix is not None or tree.depth.size(0) != T:
+                raise ValueError(f"tree: {tree.depth.size(0)} nodes for {T} new tokens"
+                                 + (" and a prefix" if prefix is not None else ""))
+            if L + int(tree.depth.max()) >= self.config.block_size:
+                raise ValueError(f"tree: depth {int(tree.depth.max())} below {L} cached positions exceeds "
+                                 f"block_size = {self.config.block_size}")
+            pos = L + tree.depth.to(idx.device)  # (T,)
+            mask = torch.cat([torch.ones(T, L, dtype=torch.bool, device=idx.device),
+                              tree.visible.to(idx.device)], dim=1)  # (T, L+T)
         x = x + self.transformer.wpe(pos)
         new_cache = []
         for i, block in enumerate(self.transformer.h):
-            x, kv = block(x, None if cache is None else cache[i])
+            x, kv = block(x, None if cache is None else cache[i], mask)
             new_cache.append(kv)
         x = self.transformer.ln_f(x[:, P:])  # (B, T, C): no logits for prefix rows
         return self.lm_head(x), tuple(new_cache)

@@ -58,10 +58,12 @@ class PromptTokens(nn.Module):
         """The written prompt's rows ``[m, C]`` or ``[B, m, C]`` for a checked ``w``."""
         return self.R + self.Q[weight_levels(w, self.grid).to(self.Q.device)]  # (.., m, C)
 
-    def forward(self, w, idx, cache=None):
+    accepts_tree = True  # forward takes tree= (model.TokenTree) with a cache
+
+    def forward(self, w, idx, cache=None, tree=None):
         """``w`` ``[m]`` (whole batch) or ``[B, m]``; the prompt is added on the first call only."""
         w = check_w(w, self.m)
         check_batch(w, idx)
         if cache is not None:
-            return self.model(idx, cache=cache)
-        return self.model(idx, prefix=self.prompt(w).expand(idx.size(0), -1, -1))
+            return self.model(idx, cache=cache, tree=tree)
+        return self.model(idx, prefix=self.prompt(w).expand(idx.size(0), -1, -1), tree=tree)

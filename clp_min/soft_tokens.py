@@ -85,11 +85,13 @@ class SoftTokens(nn.Module):
         C = model.config.n_embd
         self.E = nn.Parameter(0.02 * torch.randn(m, n_tokens, C))  # the GPT's embedding init scale
 
-    def forward(self, w, idx, cache=None):
+    accepts_tree = True  # forward takes tree= (model.TokenTree) with a cache
+
+    def forward(self, w, idx, cache=None, tree=None):
         """``w`` ``[m]`` (whole batch) or ``[B, m]``; the prefix is added on the first call only."""
         w = check_w(w, self.m)
         check_batch(w, idx)
         if cache is not None:
-            return self.model(idx, cache=cache)
+            return self.model(idx, cache=cache, tree=tree)
         prefix = mix_parameters(self.E, w.to(self.E.device, self.E.dtype))  # (n, C) or (B, n, C)
-        return self.model(idx, prefix=prefix.expand(idx.size(0), -1, -1))
+        return self.model(idx, prefix=prefix.expand(idx.size(0), -1, -1), tree=tree)

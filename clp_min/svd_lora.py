@@ -133,7 +133,9 @@ class SVDLoRA(nn.Module):
         """``(name, SVDLoRALinear)`` pairs, in ``targets`` order."""
         return [(name, self.model.get_submodule(name)) for name in self.targets]
 
-    def forward(self, w, idx, cache=None):
+    accepts_tree = True  # forward takes tree= (model.TokenTree)
+
+    def forward(self, w, idx, cache=None, tree=None):
         """Logits at ``W0 + Delta W(w)`` in every adapted layer; ``w`` is ``[m]`` or ``[B, m]``."""
         w = check_w(w, self.m)
         if w.dim() == 2 and w.size(0) != idx.size(0):
@@ -141,4 +143,4 @@ class SVDLoRA(nn.Module):
         lams = {}
         for name, layer in self.adapters():
             lams[f"{name}.lam"] = singular_values(layer.sigma, layer.scale, w.to(layer.U.device, layer.U.dtype))
-        return functional_call(self.model, lams, (idx,), {"cache": cache})
+        return functional_call(self.model, lams, (idx,), {"cache": cache, "tree": tree})

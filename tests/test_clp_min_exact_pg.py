@@ -168,3 +168,98 @@ def test_training_steps_never_draw_heldout_prompts(monkeypatch):
     rl.rl_step(policy, ref, sgd, task, w, 2, BETA, gen)
     assert len(drawn) == 2 and not any(tk.is_heldout(x).any() for x in drawn)
     assert tk.is_heldout(tk.all_prompts(task)).any()  # the split is not empty here
+
+
+# --- the two routes to the token distributions (tree and depth) ---------------------------------
+
+def _policies():
+    """Every clp_min policy that takes ``tree=`` (float64, parameters moved off their initial values)."""
+    from clp_min.input_cond import InputConditioned
+    from clp_min.prompt_tokens import PromptTokens
+    from clp_min.soft_tokens import SoftTokens
+    from clp_min.svd_lora import SVDLoRA
+
+    task = tk.TaskConfig(vocab=4, prompt_len=3, response_len=4)  # 3 + 9 + 27 content prefixes below the root
+
+    def gpt(seed):
+        torch.manual_seed(seed)
+        return GPT(model_config(task, 2, 2, 8)).double()
+
+    def moved(module, seed=7):
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in module.parameters():
+                if p.requires_grad:
+                    p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+        return module
+
+    return task, {
+        "plain": Unconditioned(moved(gpt(0))),
+        "CLP full": moved(ParamConditioned.from_base(gpt(1), 2, "full")),
+        "CLP attn": moved(ParamConditioned.from_base(gpt(2), 2, "attn")),
+        "input prefix + CLP logit": moved(ParamConditioned.from_base(InputConditioned(gpt(3), 2, "prefix"), 2, "logit")),
+        "input add": moved(InputConditioned(gpt(4), 2, "add")),
+        "svd_lora": moved(SVDLoRA(gpt(5), 2, rank=2, layers="attn+mlp+logit").double()),
+        "soft_tokens": moved(SoftTokens(gpt(6), 2, n_tokens=2).double()),
+        "prompt_tokens": moved(PromptTokens(gpt(7), 2, grid=4).double()),
+    }
+
+
+def test_tree_route_equals_depth_route_for_every_policy():
+    """One token-tree call gives each content prefix the distribution that feeding it through the cache
+    depth by depth gives (catches a wrong position, a wrong ancestor mask, or rows in another order)."""
+    task, policies = _policies()
+    prompts = tk.all_prompts(task)[[0, 5, 11, 19, 26]]
+    w = torch.tensor([[1.0, 0.0], [0.2, 0.8], [0.5, 0.5], [0.9, 0.1], [0.0, 1.0]], dtype=torch.float64)
+    for name, policy in policies.items():
+        assert exact_pg.accepts_tree(policy), name
+        with torch.no_grad():
+            tree = exact_pg.prefix_log_probs(policy, w, prompts, task.vocab, task.response_len, "tree")
+            depth = exact_pg.prefix_log_probs(policy, w, prompts, task.vocab, task.response_len, "depth")
+        assert tree.shape == (5, 1 + 3 + 9 + 27, 4), name
+        np.testing.assert_allclose(tree.numpy(), depth.numpy(), rtol=0, atol=1e-12, err_msg=name)
+        assert (tree[:, 1:] - tree[:, :1]).abs().max() > 1e-3, name  # the prefixes matter (not one row repeated)
+
+
+def test_token_tree_as_a_chain_is_the_causal_pass():
+    """A chain (every node sees the earlier ones, depths 0 .. T-1) through the cache equals one causal pass."""
+    from clp_min.model import TokenTree
+
+    _, policies = _policies()
+    gpt = policies["plain"].model
+    idx = torch.tensor([[1, 2, 3, 0, 2, 1, 3], [3, 3, 1, 2, 0, 0, 1]])
+    full, _ = gpt(idx)
+    _, cache = gpt(idx[:, :3])
+    chain = TokenTree(torch.arange(4), torch.tril(torch.ones(4, 4, dtype=torch.bool)))
+    below, _ = gpt(idx[:, 3:], cache, tree=chain)
+    np.testing.assert_allclose(below.detach().numpy(), full[:, 3:].detach().numpy(), rtol=0, atol=1e-12)
+    shuffled = TokenTree(torch.tensor([0, 2, 1, 3]), chain.visible)  # positions swapped: must differ
+    assert (gpt(idx[:, 3:], cache, tree=shuffled)[0] - below).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="tree:"):
+        TokenTree(torch.arange(4), torch.zeros(4, 4, dtype=torch.bool))  # a node that does not see itself
+    with pytest.raises(ValueError, match="tree:"):
+        gpt(idx[:, 3:], cache, tree=TokenTree(torch.arange(3), torch.eye(3, dtype=torch.bool)))
+
+
+def test_policy_without_tree_takes_the_depth_route():
+    """A policy that does not declare ``accepts_tree`` (e.g. a Hugging Face model) is fed depth by depth."""
+    task, policies = _policies()
+    inner = policies["CLP full"]
+
+    class Opaque(torch.nn.Module):  # only (w, idx, cache): a tree= would raise TypeError
+        def __init__(self):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, w, idx, cache=None):
+            return self.inner(w, idx, cache)
+
+    prompts = tk.all_prompts(task)[:3]
+    w = torch.tensor([[1.0, 0.0], [0.3, 0.7], [0.6, 0.4]], dtype=torch.float64)
+    assert not exact_pg.accepts_tree(Opaque())
+    with torch.no_grad():
+        got = exact_pg.prefix_log_probs(Opaque(), w, prompts, task.vocab, task.response_len)
+        want = exact_pg.prefix_log_probs(inner, w, prompts, task.vocab, task.response_len, "tree")
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="route:"):
+        exact_pg.prefix_log_probs(inner, w, prompts, task.vocab, task.response_len, "bogus")
