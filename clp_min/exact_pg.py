@@ -26,6 +26,10 @@ the same distributions (tested), under the cache convention
             each on the ``(V-1)^t`` content prefixes of length ``t`` per prompt with
             the parent's key/value cache repeated for its ``V-1`` children.
 
+pi_ref's log-probs and the rewards depend on the prompt only, so a training run computes
+them once for every prompt of the task (``ReferenceTable``, when there are at most
+``MAX_TABLE_PROMPTS``) and each step looks its prompts up instead of running pi_ref.
+
 Autograd through ``sum_y pi(y|x) [...]`` gives ``grad J_w`` exactly (the KL
 term's ``E[grad log pi] = 0`` part included). The batch's loss is
 ``- mean_x J_{w_x}(x)`` with one weighting per prompt.
@@ -168,21 +172,69 @@ def exact_objective(logp: torch.Tensor, logp_ref: torch.Tensor, r: torch.Tensor,
     return (pi * ((r * w[:, None, :]).sum(-1) - beta * (logp - logp_ref))).sum(dim=1)
 
 
+MAX_TABLE_PROMPTS = 4096  # ReferenceTable holds every prompt's row up to this many prompts
+
+
+def _reference_terms(pi_ref, cfg: tk.TaskConfig, prompts: torch.Tensor, steer_kl: bool) -> tuple:
+    """``log pi_ref(y|x)`` ``[P, N]``, the task's rewards ``[P, N, m_task]`` and the trained reward vectors
+    ``[P, N, m]`` of every producible response (no gradient)."""
+    with torch.no_grad():
+        logp_ref, Y = response_log_probs(Unconditioned(pi_ref), None, prompts, cfg.vocab, cfg.response_len)
+        P, N = logp_ref.shape
+        x, y = prompts.repeat_interleave(N, dim=0), Y.repeat(P, 1)  # (P*N, L), (P*N, T)
+        return (logp_ref, tk.rewards(cfg, x, y).view(P, N, -1), reward_vectors(cfg, x, y, steer_kl).view(P, N, -1))
+
+
+class ReferenceTable:
+    """``_reference_terms`` of every prompt of a task, computed once (in fixed chunks, so a row does not
+    depend on which prompts a step drew: resuming a run stays exact). ``lookup(prompts)`` gives a batch's.
+
+    Prompts are content tokens ``1 .. V-1``; ``tk.all_prompts`` lists them in lexicographic order, so a
+    prompt's row is its tokens read as a base ``V-1`` number.
+    """
+
+    def __init__(self, pi_ref, cfg: tk.TaskConfig, steer_kl: bool = False, chunk: int = 256):
+        n = (cfg.vocab - 1) ** cfg.prompt_len
+        if n > MAX_TABLE_PROMPTS:
+            raise ValueError(f"prompt_len: a reference table lists every prompt, at most {MAX_TABLE_PROMPTS}; "
+                             f"got {cfg.vocab - 1}^{cfg.prompt_len} = {n}")
+        self.cfg, self.steer_kl = cfg, steer_kl
+        device = next(pi_ref.parameters()).device
+        x = tk.all_prompts(cfg).to(device)
+        parts = [_reference_terms(pi_ref, cfg, x[i:i + chunk], steer_kl) for i in range(0, len(x), chunk)]
+        self.logp_ref, self.r_task, self.r = (torch.cat(t) for t in zip(*parts))
+        self.place = (cfg.vocab - 1) ** torch.arange(cfg.prompt_len - 1, -1, -1, device=device)  # (L,)
+
+    @classmethod
+    def for_task(cls, pi_ref, cfg: tk.TaskConfig, steer_kl: bool = False):
+        """The table, or ``None`` when the task has more than ``MAX_TABLE_PROMPTS`` prompts."""
+        if (cfg.vocab - 1) ** cfg.prompt_len > MAX_TABLE_PROMPTS:
+            return None
+        return cls(pi_ref, cfg, steer_kl)
+
+    def lookup(self, prompts: torch.Tensor) -> tuple:
+        """``(logp_ref [P, N], r_task [P, N, m_task], r [P, N, m])`` of ``prompts [P, L]``."""
+        rows = ((prompts - 1) * self.place).sum(dim=1)  # (P,)
+        return self.logp_ref[rows], self.r_task[rows], self.r[rows]
+
+
 def batch_objective(policy, pi_ref, cfg: tk.TaskConfig, prompts: torch.Tensor, w: torch.Tensor, beta: float,
-                    steer_kl: bool = False, route: str = "auto") -> dict:
+                    steer_kl: bool = False, route: str = "auto", table: ReferenceTable | None = None) -> dict:
     """Exact ``J_w`` per prompt ``[P]`` (differentiable), its rewards ``[P, m]`` and KL ``[P]``.
 
     ``w`` is ``[P, m]``; with ``steer_kl`` the single reward R becomes ``(0, R)`` (clp_min.rl).
-    ``route``: how the policy's token distributions are computed (``prefix_log_probs``).
+    ``route``: how the policy's token distributions are computed (``prefix_log_probs``). ``table``:
+    pi_ref's terms looked up instead of computed (made from the same ``pi_ref``, task and ``steer_kl``).
     """
     V, T = cfg.vocab, cfg.response_len
     logp, Y = response_log_probs(policy, w, prompts, V, T, route)  # (P, N)
-    with torch.no_grad():
-        logp_ref, _ = response_log_probs(Unconditioned(pi_ref), None, prompts, V, T)
-        P, N = logp.shape
-        x = prompts.repeat_interleave(N, dim=0)  # (P*N, L)
-        r_task = tk.rewards(cfg, x, Y.repeat(P, 1)).view(P, N, -1).to(logp.dtype)  # (P, N, m_task)
-        r = reward_vectors(cfg, x, Y.repeat(P, 1), steer_kl).view(P, N, -1).to(logp.dtype)
+    if table is not None:
+        if table.cfg != cfg or table.steer_kl != steer_kl:
+            raise ValueError("table: made for another task or steering than this objective's")
+        logp_ref, r_task, r = table.lookup(prompts)
+    else:
+        logp_ref, r_task, r = _reference_terms(pi_ref, cfg, prompts, steer_kl)
+    r_task, r = r_task.to(logp.dtype), r.to(logp.dtype)  # (P, N, m_task), (P, N, m)
     J = exact_objective(logp, logp_ref.to(logp.dtype), r, w.to(logp.dtype), beta)  # (P,)
     pi = logp.detach().exp()
     kl = (pi * (logp.detach() - logp_ref)).sum(dim=1)
@@ -190,16 +242,17 @@ def batch_objective(policy, pi_ref, cfg: tk.TaskConfig, prompts: torch.Tensor, w
 
 
 def exact_step(policy, pi_ref, optimizer, cfg: tk.TaskConfig, w_prompts: np.ndarray, beta: float,
-               generator, steer_kl: bool = False, route: str = "auto") -> dict:
+               generator, steer_kl: bool = False, route: str = "auto", table: ReferenceTable | None = None) -> dict:
     """One Adam step on ``- mean_x J_{w_x}(x)`` over ``P = len(w_prompts)`` fresh training prompts.
 
     Same contract and statistics as ``clp_min.rl.rl_step`` (which estimates this gradient by RLOO).
+    ``table``: pi_ref's terms of every prompt, computed once per run (``ReferenceTable``).
     """
     P = w_prompts.shape[0]
     device = next(pi_ref.parameters()).device
     prompts = draw_prompts(cfg, P, generator).to(device)  # (P, L) training prompts
     w = torch.from_numpy(w_prompts).float().to(device)  # (P, m)
-    out = batch_objective(policy, pi_ref, cfg, prompts, w, beta, steer_kl, route)
+    out = batch_objective(policy, pi_ref, cfg, prompts, w, beta, steer_kl, route, table)
     loss = -out["objective"].mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -464,6 +464,8 @@ def train(cfg: TrainConfig, progress: bool | None = None, stop_at: int | None = 
     policy.train()
     ddp_policy = distributed.wrap(policy, ctx)  # averages gradients over the ranks (W > 1)
     end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+    # pi_ref's log-probs and rewards of every prompt, once (exact_pg.ReferenceTable; None for a large prompt set)
+    table = exact_pg.ReferenceTable.for_task(pi_ref, task, cfg.steer == "kl") if cfg.estimator == "exact" else None
     bar = tqdm(range(start, end), desc=f"train {cfg.conditioning}", disable=not progress)
     for step in bar:
         for group in optimizer.param_groups:
@@ -471,7 +473,7 @@ def train(cfg: TrainConfig, progress: bool | None = None, stop_at: int | None = 
         w, gen = step_streams(cfg, step, local, rng, generator)
         if cfg.estimator == "exact":
             stats = exact_pg.exact_step(ddp_policy, pi_ref, optimizer, task, w, cfg.beta, gen,
-                                        steer_kl=cfg.steer == "kl")
+                                        steer_kl=cfg.steer == "kl", table=table)
         else:
             stats = rl.rl_step(ddp_policy, pi_ref, optimizer, task, w, cfg.samples_per_prompt, cfg.beta,
                                gen, steer_kl=cfg.steer == "kl")

@@ -263,3 +263,44 @@ def test_policy_without_tree_takes_the_depth_route():
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="route:"):
         exact_pg.prefix_log_probs(inner, w, prompts, task.vocab, task.response_len, "bogus")
+
+
+def test_reference_table_rows_are_the_prompts_own():
+    """Each looked-up row equals pi_ref's terms computed for that prompt alone (catches a wrong base or
+    digit order in the row index, and rewards of another prompt)."""
+    _, ref = _models(torch.float64)
+    prompts = tk.all_prompts(TASK)[[7, 0, 3, 7, 5]]  # a repeat, and the first and a middle prompt
+    for steer_kl in (False, True):
+        task = TASK if not steer_kl else tk.TaskConfig(vocab=3, prompt_len=3, response_len=3, rewards=("coverage",))
+        table = exact_pg.ReferenceTable(ref, task, steer_kl, chunk=3)  # chunks cut through the prompts
+        got = table.lookup(prompts)
+        for p in range(len(prompts)):
+            want = exact_pg._reference_terms(ref, task, prompts[p:p + 1], steer_kl)
+            for g, w_ in zip(got, want):
+                np.testing.assert_allclose(g[p].numpy(), w_[0].numpy(), rtol=0, atol=1e-12)
+    assert not torch.equal(got[0][0], got[0][1])  # distinct prompts, distinct rows
+
+
+def test_exact_step_with_a_table_equals_without():
+    """The same Adam step (statistics and parameters) whether pi_ref's terms come from the table or not."""
+    task = tk.TaskConfig(vocab=3, prompt_len=3, response_len=3, rewards=("coverage", "brevity"))
+    w = np.array([[0.2, 0.8], [0.5, 0.5], [1.0, 0.0], [0.7, 0.3]])
+    outs = []
+    for use in (False, True):
+        policy, ref = _models(torch.float64)
+        opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
+        table = exact_pg.ReferenceTable(ref, task) if use else None
+        stats = exact_pg.exact_step(policy, ref, opt, task, w, BETA, torch.Generator().manual_seed(3), table=table)
+        outs.append((stats, [p.detach().clone() for p in policy.parameters()]))
+    (s0, p0), (s1, p1) = outs
+    for k in ("objective", "kl"):
+        assert s0[k] == pytest.approx(s1[k], abs=1e-12)
+    for a, b in zip(p0, p1):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="table:"):
+        exact_pg.batch_objective(policy, ref, task, tk.all_prompts(task)[:2], torch.full((2, 2), 0.5, dtype=torch.float64),
+                                 BETA, steer_kl=True, table=exact_pg.ReferenceTable(ref, task))
+    big = tk.TaskConfig(vocab=10, prompt_len=6, response_len=2)
+    assert exact_pg.ReferenceTable.for_task(ref, big) is None
+    with pytest.raises(ValueError, match="prompt_len:"):
+        exact_pg.ReferenceTable(ref, big)
