@@ -11,9 +11,10 @@ Runs already finished in their folder are not retrained.
 """
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
+from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
+from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -77,3 +78,54 @@ def run_pool(refs: dict, cfgs: dict, jobs: int, progress: bool = False) -> None:
                 future.result()  # re-raises a worker's error here
                 bar.update()
     bar.close()
+
+
+@dataclass(frozen=True)
+class Task:
+    """One job of ``run_graph``: ``fn(*args)`` in a worker once every task in ``needs`` has finished."""
+    key: str
+    fn: Callable  # a module-level function (workers are spawned: it is pickled by name)
+    args: tuple = ()
+    needs: frozenset = field(default_factory=frozenset)
+    cost: float = 0.0  # among ready tasks the costliest starts first (longest first balances the pool)
+
+
+def run_graph(tasks: list, jobs: int, progress: bool = False, desc: str = "reproduce") -> dict:
+    """Run ``tasks`` in ``jobs`` processes, each once all it needs is done; returns ``{key: result}``.
+
+    At most ``jobs`` tasks run at a time, so a task whose needs finish early (an evaluation) starts as
+    soon as a worker is free, beside the trainings still running. A worker's error is raised here.
+    """
+    by_key = {t.key: t for t in tasks}
+    if len(by_key) != len(tasks):
+        raise ValueError("jobs: two tasks share a key")
+    for t in tasks:
+        unknown = t.needs - by_key.keys()
+        if unknown:
+            raise ValueError(f"jobs: task {t.key!r} needs unknown tasks {sorted(unknown)}")
+    done, pending, running = {}, set(by_key), {}
+    bar = tqdm(total=len(tasks), desc=f"{desc} ({jobs} jobs)", disable=not progress)
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
+        while pending or running:
+            ready = sorted((by_key[k] for k in pending if by_key[k].needs <= done.keys()),
+                           key=lambda t: (-t.cost, t.key))
+            for t in ready[:jobs - len(running)]:
+                pending.remove(t.key)
+                running[pool.submit(t.fn, *t.args)] = t.key
+            if not running:
+                raise ValueError(f"jobs: tasks wait on each other: {sorted(pending)}")
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                done[running.pop(future)] = future.result()  # re-raises a worker's error here
+                bar.update()
+    bar.close()
+    return done
+
+
+def training_tasks(refs: dict, cfgs: dict) -> list:
+    """``run_graph`` tasks of a ``planned`` pair: each pi_ref, then each run once its pi_ref is there."""
+    tasks = [Task(f"ref {path}", _reference, (args,), cost=float("inf")) for path, args in refs.items()]
+    for out, cfg in cfgs.items():
+        needs = frozenset({f"ref {cfg.ref}"}) if cfg.ref in refs else frozenset()
+        tasks.append(Task(f"train {out}", _train, (cfg,), needs, cost=cfg.steps + 0.5 * (cfg.conditioning != "none")))
+    return tasks

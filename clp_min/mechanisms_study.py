@@ -98,6 +98,15 @@ def exact_mechanism_configs(xscale, seed: int, runs) -> dict:
             for name, kw in MECHANISMS.items()}
 
 
+def part_configs(part: str, scale, seed: int, runs) -> dict:
+    """``{method: TrainConfig}`` that a part trains at one seed (``scale``: an ExactScale for "enum_exact")."""
+    if part == "enum_exact":
+        return exact_mechanism_configs(scale, seed, runs)
+    if part == "w_dist":
+        return w_distribution_configs(scale, seed, runs)
+    return mechanism_configs(part, scale, seed, runs)
+
+
 def planned(scale: su.Scale, runs) -> tuple:
     """``(pi_ref args per path, {out: TrainConfig})`` of every run the study trains, all seeds."""
     refs, cfgs = {}, {}

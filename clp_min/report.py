@@ -15,6 +15,7 @@ import numpy as np
 
 from clp_min import exact_setups as xs
 from clp_min import setups as su
+from clp_min.jobs import run_graph
 from theory import pareto
 
 
@@ -310,6 +311,94 @@ def _front(name, seed, scale, out: Path, progress, runs, reuse: bool) -> dict:
     return su.run_setup(name, seed, scale, out, progress, runs)
 
 
+def _claims(quick: bool, toy_out: Path, progress: bool = False) -> tuple:
+    """``(theory rows, toy rows, seconds of each)``."""
+    start = time.perf_counter()
+    theory_rows = run_theory(quick)
+    mid = time.perf_counter()
+    toy_rows = run_toy(quick, toy_out, progress)
+    return theory_rows, toy_rows, {"theory claims": mid - start, "toy claims": time.perf_counter() - mid}
+
+
+def _evaluate(name: str, seed: int, scale, out: Path, runs: Path) -> None:
+    """A worker's evaluation of one setup at one seed; it writes front.json (sweep.json), read back later."""
+    if name in EXACT_SETUPS:
+        (xs.run_sweep if name == "sweep" else xs.run_enum_exact)(seed, scale, out, runs)
+    else:
+        su.run_setup(name, seed, scale, out, False, runs)
+
+
+def _mechanism_part(part: str, seed: int, scale, out: Path, runs: Path) -> None:
+    """A worker's part of issue 14's study at one seed, beside its setup's saved front (written first)."""
+    from clp_min import mechanisms_study as ms
+
+    front = _saved(ms.SETUP_OF[part], seed, scale, out)
+    if front is None:
+        raise ValueError(f"mechanisms: no front.json of {ms.SETUP_OF[part]} seed {seed} at this scale under {out}")
+    ms.run_part(part, front, scale, seed, out / "mechanisms", runs)
+
+
+def _setup_runs(name: str, scale, seed: int, runs: Path) -> tuple:
+    """``(pi_ref path, [run folders])`` that a setup's evaluation at one seed reads."""
+    if name in EXACT_SETUPS:
+        cfgs = (xs.sweep_configs if name == "sweep" else xs.enum_exact_configs)(scale, seed, runs)
+        return str(Path(runs) / f"seed{seed}" / "enum_exact" / "ref.safetensors"), [c.out for c in cfgs.values()]
+    return str(su.reference_args(name, scale, seed, runs)[-1]), [c.out for c in su.run_configs(name, scale, seed, runs).values()]
+
+
+def _reproduce_tasks(setups, scale, exact_scale, out: Path, runs: Path, quick: bool, with_claims: bool,
+                     reuse_fronts: bool, mechanisms: bool) -> list:
+    """The graph of ``reproduce --jobs N``: the claims; every pi_ref and run to train; each setup's
+    evaluation at each seed once its runs are trained; each part of issue 14's study once its runs and
+    its setup's front are there. Setups whose every front is reused (``reuse_fronts``) are left out."""
+    from clp_min import jobs as jb
+    from clp_min import mechanisms_study as ms
+
+    def sc_of(name):
+        return exact_scale if name in EXACT_SETUPS else scale
+
+    names = [n for n in setups
+             if not (reuse_fronts and all(_saved(n, seed, sc_of(n), out) is not None for seed in sc_of(n).seeds))]
+    refs, cfgs = jb.planned([n for n in names if n not in EXACT_SETUPS], scale, runs)
+    exact_names = [n for n in names if n in EXACT_SETUPS]
+    if exact_names:
+        more_refs, more_cfgs = xs.planned(exact_names, exact_scale, runs)
+        refs.update(more_refs)
+        cfgs.update(more_cfgs)
+    parts = [p for p in ms.PARTS if mechanisms and ms.SETUP_OF[p] in setups]
+    part_runs = {}
+    for part in parts:
+        for seed in sc_of(ms.SETUP_OF[part]).seeds:
+            part_cfgs = ms.part_configs(part, sc_of(ms.SETUP_OF[part]), seed, runs)
+            part_runs[part, seed] = [c.out for c in part_cfgs.values()]
+            cfgs.update({c.out: c for c in part_cfgs.values()})
+            ref = part_cfgs[next(iter(part_cfgs))].ref
+            if ref not in refs:
+                refs[ref] = (_setup_ref_args(ms.SETUP_OF[part], sc_of(ms.SETUP_OF[part]), seed, runs))
+    tasks = jb.training_tasks(refs, cfgs)
+    if with_claims:
+        tasks.append(jb.Task("claims", _claims, (quick, out / "toy"), cost=1000.0))
+    for name in names:
+        for seed in sc_of(name).seeds:
+            ref, outs = _setup_runs(name, sc_of(name), seed, runs)
+            tasks.append(jb.Task(f"eval {name} {seed}", _evaluate, (name, seed, sc_of(name), out, runs),
+                                 frozenset({f"ref {ref}", *(f"train {o}" for o in outs)})))
+    evals = {t.key for t in tasks}
+    for (part, seed), outs in part_runs.items():
+        setup_eval = f"eval {ms.SETUP_OF[part]} {seed}"
+        tasks.append(jb.Task(f"mechanisms {part} {seed}", _mechanism_part,
+                             (part, seed, sc_of(ms.SETUP_OF[part]), out, runs),
+                             frozenset({*(f"train {o}" for o in outs), *({setup_eval} & evals)})))
+    return tasks
+
+
+def _setup_ref_args(name: str, scale, seed: int, runs: Path) -> tuple:
+    """``reference_model`` args of a setup's pi_ref at one seed."""
+    if name in EXACT_SETUPS:
+        return next(iter(xs.planned([], replace(scale, seeds=(seed,)), runs)[0].values()))
+    return su.reference_args(name, scale, seed, runs)
+
+
 def reproduce(out, quick: bool, progress: bool = False,
               setups=("kl", "two", "three", "enum", "enum_large", "enum_exact", "sweep"),
               with_claims: bool = True, runs=None, seeds=None, reuse_fronts: bool = False, jobs: int = 1,
@@ -332,23 +421,19 @@ def reproduce(out, quick: bool, progress: bool = False,
         scale = replace(scale, seeds=tuple(seeds))
         exact_scale = replace(exact_scale, seeds=tuple(seeds))
     seconds = {}
-    start = time.perf_counter()
-    theory_rows = run_theory(quick) if with_claims else []
-    seconds["theory claims"] = time.perf_counter() - start
-    start = time.perf_counter()
-    toy_rows = run_toy(quick, out / "toy", progress) if with_claims else []
-    seconds["toy claims"] = time.perf_counter() - start
-    if jobs > 1:
-        from clp_min.jobs import train_all
-
+    if jobs > 1:  # claims, trainings, evaluations and the study's parts as one graph (clp_min.jobs.run_graph)
         start = time.perf_counter()
-        def reused(name):  # every seed's result is read back: nothing of it to train
-            sc = exact_scale if name in EXACT_SETUPS else scale
-            return reuse_fronts and all(_saved(name, seed, sc, out) is not None for seed in sc.seeds)
-
-        train_all([n for n in setups if not reused(n)], scale, out / "runs" if runs is None else runs, jobs,
-                  progress, exact_scale)
-        seconds[f"training ({jobs} jobs)"] = time.perf_counter() - start
+        mech = mechanisms and bool(set(setups) & {"enum_exact", "two", "enum"})
+        tasks = _reproduce_tasks(setups, scale, exact_scale, out, out / "runs" if runs is None else runs, quick,
+                                 with_claims, reuse_fronts, mech)
+        done = run_graph(tasks, jobs, progress)
+        theory_rows, toy_rows, claim_seconds = done.get("claims", ([], [], {}))
+        seconds.update({f"{k} (in the pool)": v for k, v in claim_seconds.items()})
+        seconds[f"training and evaluation ({jobs} jobs)"] = time.perf_counter() - start
+        reuse_fronts, jobs = True, 1  # every result was just written: read back below, nothing left to train
+    else:
+        theory_rows, toy_rows, claim_seconds = _claims(quick, out / "toy", progress) if with_claims else ([], [], {})
+        seconds.update(claim_seconds)
     results = {}
     for name in setups:
         start = time.perf_counter()

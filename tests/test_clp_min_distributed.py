@@ -173,16 +173,15 @@ def test_bad_device_or_streams_names_field(kw, field):
 
 
 def test_reproduce_jobs_equals_sequential(tmp_path, monkeypatch):
-    """``--jobs 2`` (a pool of spawned workers trains pi_ref, then every run, the exact-oracle sweep's too)
-    gives the same fronts as ``--jobs 1``."""
+    """``--jobs 2`` (a pool of spawned workers trains pi_ref, then every run, the exact-oracle sweep's too,
+    and evaluates each setup) gives the same fronts as ``--jobs 1``. (The workers are spawned, so they do
+    not see this test's monkeypatches: the scales travel as arguments, and every held-out prompt is used.)"""
     tiny = su.Scale(seeds=(0,), pretrain_steps=5, steps=2, prompts_per_step=2, samples_per_prompt=2,
                     eval_prompts=2, eval_samples=2, exact_prompts=2, grid=2)
     tiny_exact = xs.ExactScale(seeds=(0,), pretrain_steps=5, steps=2, prompts_per_step=2, lr=3e-3, sweep_steps=2,
                                sweep_prompts_per_step=2, sweep_expert_steps=2, strengths=(0.0, 1.0), grid=2)
     monkeypatch.setitem(su.SCALES, "quick", tiny)
     monkeypatch.setitem(xs.EXACT_SCALES, "quick", tiny_exact)
-    heldout = xs.heldout_prompts
-    monkeypatch.setattr(xs, "heldout_prompts", lambda task: heldout(task)[:3])  # 3 of the 84 trees: time
     fronts, sweeps = [], []
     for jobs in (1, 2):
         if jobs == 2:  # the pool's spawned workers train everything; here nothing may train
@@ -196,7 +195,7 @@ def test_reproduce_jobs_equals_sequential(tmp_path, monkeypatch):
     assert fronts[0] == fronts[1]
     assert sweeps[0] == sweeps[1]
     report = (tmp_path / "jobs2" / "report.md").read_text()
-    assert "training (2 jobs)" in report
+    assert "training and evaluation (2 jobs)" in report
 
 
 def test_cli_refuses_bad_nproc_and_jobs(capsys):
@@ -222,12 +221,12 @@ def test_reuse_fronts_trains_only_what_it_does_not_reuse(tmp_path, monkeypatch):
     class Planned(Exception):
         pass
 
-    def record(refs, cfgs, jobs, progress=False):
-        planned.append(sorted(cfgs))
+    def record(tasks, jobs, progress=False):
+        planned.append(sorted(t.key.removeprefix("train ") for t in tasks if t.key.startswith("train ")))
         raise Planned
 
-    from clp_min import jobs as jb
-    monkeypatch.setattr(jb, "run_pool", record)
+    from clp_min import report as rp
+    monkeypatch.setattr(rp, "run_graph", record)
     with pytest.raises(Planned):
         reproduce(out, quick=True, setups=("kl", "sweep"), with_claims=False, reuse_fronts=True, jobs=2)
     assert planned[0] and all("sweep" in Path(o).parts for o in planned[0])  # kl reused: nothing of it
@@ -235,3 +234,19 @@ def test_reuse_fronts_trains_only_what_it_does_not_reuse(tmp_path, monkeypatch):
     with pytest.raises(Planned):
         reproduce(out, quick=True, setups=("kl", "sweep"), with_claims=False, reuse_fronts=True, jobs=2)
     assert any("small" in Path(o).parts for o in planned[1])  # another scale: kl is trained again
+
+
+def test_run_graph_runs_a_task_after_what_it_needs(tmp_path):
+    """A task starts only once its needs have finished, even when it is the costliest ready one (a
+    scheduler that ignored needs would start the reader first and fail); bad graphs are refused."""
+    from clp_min.jobs import Task, run_graph
+
+    f = tmp_path / "a.txt"
+    tasks = [Task("write", Path.write_text, (f, "from write"), cost=0.0),
+             Task("read", Path.read_text, (f,), frozenset({"write"}), cost=10.0),
+             Task("other", Path.exists, (tmp_path,), cost=5.0)]
+    assert run_graph(tasks, 2) == {"write": len("from write"), "read": "from write", "other": True}
+    with pytest.raises(ValueError, match="jobs: task 'read' needs unknown"):
+        run_graph(tasks[1:], 2)
+    with pytest.raises(ValueError, match="jobs: tasks wait on each other"):
+        run_graph([Task("a", Path.exists, (f,), frozenset({"b"})), Task("b", Path.exists, (f,), frozenset({"a"}))], 2)
