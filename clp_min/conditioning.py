@@ -481,6 +481,15 @@ class ParamConditioned(nn.Module):
                 yield lambda *args, **kwargs: self.base(*pre, *args, **kwargs, **extra)
             return
         check_batched([w], w.size(0))
+        runs = equal_runs(w) if self._owners and self.per_example in ("auto", "layers") else None
+        if runs is not None and 1 < runs.size(0) < w.size(0):  # RLOO's layout (as _per_example): no regrouping
+            def in_runs(*args, **kwargs):
+                check_batched(tree_flatten((args, kwargs))[0], w.size(0))
+                return self.base(*pre, *args, **kwargs, **extra)
+            with mixing_layers(self.base, self._owners, self.mixed_parameters(runs), runs.size(0),
+                               w.size(0) // runs.size(0)):
+                yield in_runs
+            return
         distinct, rows = group_rows(w)
         if len(rows) == 1:
             def one(*args, **kwargs):

@@ -1,12 +1,17 @@
-"""``clp reproduce --jobs N``: the setups' independent trainings in N worker processes.
+"""``clp reproduce --jobs N``: the setups' independent work in N worker processes.
 
 A reproduce trains, per seed, one pi_ref per task and then runs that need only
-that pi_ref (single-objective experts, CLPs, input conditioning; clp_min.setups).
-So the work is two maps over a pool: every pi_ref first, then every run. Each
-lands in the folder where ``setups.build_methods`` looks for it, and the
-sequential evaluation afterwards finds it cached. Every training seeds itself
-from its own configuration and the workers use one thread each, as ``--jobs 1``
-does, so the results are the same (tests/test_clp_min_distributed.py).
+that pi_ref (single-objective experts, CLPs, input conditioning; clp_min.setups),
+evaluates each setup at each seed from its runs, and runs each part of issue 14's
+study beside its setup's result. ``run_graph`` runs such work as a task graph: at
+most N tasks at a time, each once every task it needs has finished, the costliest
+ready one first (pi_refs, then the longest trainings); so an evaluation starts as
+soon as its runs are trained, beside the trainings still running, and the claims
+run beside them too (clp_min.report builds the graph). ``run_pool`` is the plain
+two-stage map (every pi_ref, then every run) used by the study on its own. Each
+run lands in the folder where ``setups.build_methods`` looks for it; every training
+seeds itself from its own configuration and the workers use one thread each, as
+``--jobs 1`` does, so the results are the same (tests/test_clp_min_distributed.py).
 Runs already finished in their folder are not retrained.
 """
 from __future__ import annotations

@@ -21,6 +21,8 @@ chooses by what bench/clp_min.py measures.
 """
 from __future__ import annotations
 
+import functools
+import math
 from contextlib import contextmanager
 
 import torch
@@ -161,17 +163,18 @@ _FORWARDS = {nn.Linear: _linear, nn.Embedding: _embedding, nn.LayerNorm: _layer_
 
 
 def equal_runs(w: torch.Tensor):
-    """``[G, m]`` if ``w [B, m]`` is G contiguous runs of n equal rows (``repeat_interleave``, RLOO), else None.
+    """``[G, m]`` if ``w [B, m]`` is G contiguous blocks of n equal rows (``repeat_interleave``, RLOO), else None.
 
-    Cheaper than ``group_rows``; two runs may hold the same weighting.
+    n is the largest block size that fits: the gcd of the lengths of the runs of equal rows, so two
+    neighbouring prompts that drew the same weighting (a vertex, twice) still give blocks of n, and the
+    same weighting may appear in several blocks. None when that gcd is 1 (no blocks of two or more rows).
+    Cheaper than ``group_rows``.
     """
     B = w.size(0)
     change = (w[1:] != w[:-1]).any(1)  # (B-1,): row b+1 starts a run
-    G = int(change.sum()) + 1
-    if B % G:
-        return None
-    n = B // G
-    if G > 1 and not bool(change[n - 1::n].all()):  # the G-1 changes must be the runs' starts
+    starts = [0, *(torch.nonzero(change).squeeze(1) + 1).tolist(), B]
+    n = functools.reduce(math.gcd, (b - a for a, b in zip(starts, starts[1:])))
+    if n == 1 and B > 1:
         return None
     return w[::n]
 

@@ -111,6 +111,9 @@ def test_equal_runs():
     assert equal_runs(W[[0, 1, 1, 1, 1, 0]]) is None
     assert equal_runs(W[[0, 0, 0, 1]]) is None
     torch.testing.assert_close(equal_runs(W[[2] * 4]), W[[2]], rtol=0, atol=0)
+    # RLOO, n = 2, where neighbouring prompts drew the same weighting (a vertex twice): still blocks of 2
+    torch.testing.assert_close(equal_runs(W[[0, 0, 0, 0, 1, 1, 1, 1, 1, 1]]), W[[0, 0, 1, 1, 1]], rtol=0, atol=0)
+    assert equal_runs(W[[0, 0, 0, 1, 1, 1, 1, 2, 2]]) is None  # runs 3, 4, 2: no common block
 
 
 def test_forced_paths_need_mixable_layers():
@@ -228,3 +231,25 @@ def test_fused_mixing_equals_mix_parameters_with_gradients():
     for got, theta in zip(MixParameters.apply(w, *thetas), thetas):
         torch.testing.assert_close(got, mix_parameters(theta, w), rtol=0, atol=1e-14)
     assert torch.autograd.gradcheck(lambda w, *t: MixParameters.apply(w, *t), (w, *thetas))
+
+
+def test_fixed_runs_rloo_blocks_in_one_product_when_neighbours_share_a_weighting(monkeypatch):
+    """``fixed`` (decoding) on RLOO's layout where two neighbouring prompts drew the same weighting (a vertex
+    twice: runs of 4 and 2 with n = 2) mixes per block, as training's forward does, and never falls back to one
+    call per group; the logits equal each row's own mixed model (catches a block size off by the merged run)."""
+    import clp_min.conditioning as cond
+
+    pc = ParamConditioned.from_experts(_experts(3, "attn", seed=1), "attn")
+    W = _weightings("distinct")[[0, 0, 0, 0, 1, 1]]  # prompts 1 and 2 both drew w_0; n = 2
+    idx = _idx(6, 5, seed=3)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("one call per group: the slow path")
+
+    monkeypatch.setattr(cond, "run_grouped", refuse)
+    with pc.fixed(W) as model:
+        logits, cache = model(idx[:, :3])
+        more, _ = model(idx[:, 3:], cache=cache)
+    for b in range(6):
+        want, _ = pc.policy_at(W[b])(idx[b:b + 1])
+        torch.testing.assert_close(torch.cat([logits[b], more[b]]), want[0], rtol=0, atol=ATOL)
