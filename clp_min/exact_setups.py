@@ -96,9 +96,14 @@ def _config(scale: ExactScale, seed: int, ref_path: Path, out: Path, steps: int,
                        log_every=max(1, steps // 10), ckpt_every=steps, **kw)
 
 
+def reference_args(scale: ExactScale, seed: int, runs) -> tuple:
+    """``su.reference_model`` args of the seed's pi_ref, shared by enum_exact, the sweep and the study."""
+    return ENUM_TASK, MODEL, scale, seed, Path(runs) / f"seed{seed}" / "enum_exact" / "ref.safetensors"
+
+
 def _reference(scale: ExactScale, seed: int, runs: Path):
-    ref_path = Path(runs) / f"seed{seed}" / "enum_exact" / "ref.safetensors"
-    return su.reference_model(ENUM_TASK, MODEL, scale, seed, ref_path), ref_path  # uses scale.pretrain_steps
+    args = reference_args(scale, seed, runs)
+    return su.reference_model(*args), args[-1]  # uses scale.pretrain_steps
 
 
 def ideal_zero_shot(trees: list, W: np.ndarray, beta: float) -> list:
@@ -167,7 +172,7 @@ def expert_regret(trees: list, expert: list, i: int, m: int) -> float:
 def enum_exact_configs(scale: ExactScale, seed: int, runs) -> dict:
     """The training runs of ``enum_exact`` at one seed, ``{name: TrainConfig}`` (each cached in its folder)."""
     base = Path(runs) / f"seed{seed}" / "enum_exact"
-    ref_path = base / "ref.safetensors"
+    ref_path = reference_args(scale, seed, runs)[-1]
     two = ("coverage", "brevity")
     cfgs = {f"expert {r}": _config(scale, seed, ref_path, base / f"ft_{r}", scale.steps, rewards=(r,),
                                    conditioning="none", weights="fixed", fixed_w=(1.0,), estimator="exact")
@@ -223,7 +228,7 @@ def sweep_configs(scale: ExactScale, seed: int, runs) -> dict:
     """The training runs of the sweep at one seed, ``{name: TrainConfig}``: the shared coverage expert, and per
     strength ``s`` the knob expert ``knob s`` and ``CLP full s``."""
     base = Path(runs) / f"seed{seed}" / "sweep"
-    ref_path = Path(runs) / f"seed{seed}" / "enum_exact" / "ref.safetensors"
+    ref_path = reference_args(scale, seed, runs)[-1]
     expert = dict(conditioning="none", weights="fixed", fixed_w=(1.0,), estimator="exact")
     P = scale.sweep_prompts_per_step
     cfgs = {"expert coverage": _config(scale, seed, ref_path, base / "ft_coverage", scale.sweep_expert_steps, P,
@@ -241,8 +246,8 @@ def planned(names, scale: ExactScale, runs) -> tuple:
     """``(pi_ref jobs {path: reference_model args}, run jobs {out: TrainConfig})`` of ``names`` (clp_min.jobs)."""
     refs, cfgs = {}, {}
     for seed in scale.seeds:
-        ref_path = Path(runs) / f"seed{seed}" / "enum_exact" / "ref.safetensors"
-        refs[str(ref_path)] = (ENUM_TASK, MODEL, scale, seed, ref_path)
+        args = reference_args(scale, seed, runs)
+        refs[str(args[-1])] = args
         for name in names:
             made = enum_exact_configs(scale, seed, runs) if name == "enum_exact" else sweep_configs(scale, seed, runs)
             cfgs.update({c.out: c for c in made.values()})

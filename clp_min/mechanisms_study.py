@@ -121,8 +121,10 @@ def planned(scale: su.Scale, runs) -> tuple:
 
 def planned_exact(xscale, runs) -> tuple:
     """``(pi_ref args per path, {out: TrainConfig})`` of the study's runs in "enum_exact", all seeds."""
-    refs, cfgs = xs.planned([], xscale, runs)  # the seeds' pi_ref
+    refs, cfgs = {}, {}
     for seed in xscale.seeds:
+        args = xs.reference_args(xscale, seed, runs)
+        refs[str(args[-1])] = args
         cfgs.update({c.out: c for c in exact_mechanism_configs(xscale, seed, runs).values()})
     return refs, cfgs
 

@@ -338,12 +338,18 @@ def _mechanism_part(part: str, seed: int, scale, out: Path, runs: Path) -> None:
     ms.run_part(part, front, scale, seed, out / "mechanisms", runs)
 
 
+def _setup_ref_args(name: str, scale, seed: int, runs: Path) -> tuple:
+    """``reference_model`` args of a setup's pi_ref at one seed."""
+    return xs.reference_args(scale, seed, runs) if name in EXACT_SETUPS else su.reference_args(name, scale, seed, runs)
+
+
 def _setup_runs(name: str, scale, seed: int, runs: Path) -> tuple:
     """``(pi_ref path, [run folders])`` that a setup's evaluation at one seed reads."""
     if name in EXACT_SETUPS:
         cfgs = (xs.sweep_configs if name == "sweep" else xs.enum_exact_configs)(scale, seed, runs)
-        return str(Path(runs) / f"seed{seed}" / "enum_exact" / "ref.safetensors"), [c.out for c in cfgs.values()]
-    return str(su.reference_args(name, scale, seed, runs)[-1]), [c.out for c in su.run_configs(name, scale, seed, runs).values()]
+    else:
+        cfgs = su.run_configs(name, scale, seed, runs)
+    return str(_setup_ref_args(name, scale, seed, runs)[-1]), [c.out for c in cfgs.values()]
 
 
 def _reproduce_tasks(setups, scale, exact_scale, out: Path, runs: Path, quick: bool, with_claims: bool,
@@ -373,8 +379,8 @@ def _reproduce_tasks(setups, scale, exact_scale, out: Path, runs: Path, quick: b
             part_runs[part, seed] = [c.out for c in part_cfgs.values()]
             cfgs.update({c.out: c for c in part_cfgs.values()})
             ref = part_cfgs[next(iter(part_cfgs))].ref
-            if ref not in refs:
-                refs[ref] = (_setup_ref_args(ms.SETUP_OF[part], sc_of(ms.SETUP_OF[part]), seed, runs))
+            if ref not in refs:  # its setup's results are reused: its pi_ref was not planned above
+                refs[ref] = _setup_ref_args(ms.SETUP_OF[part], sc_of(ms.SETUP_OF[part]), seed, runs)
     tasks = jb.training_tasks(refs, cfgs)
     if with_claims:
         tasks.append(jb.Task("claims", _claims, (quick, out / "toy"), cost=1000.0))
@@ -390,13 +396,6 @@ def _reproduce_tasks(setups, scale, exact_scale, out: Path, runs: Path, quick: b
                              (part, seed, sc_of(ms.SETUP_OF[part]), out, runs),
                              frozenset({*(f"train {o}" for o in outs), *({setup_eval} & evals)})))
     return tasks
-
-
-def _setup_ref_args(name: str, scale, seed: int, runs: Path) -> tuple:
-    """``reference_model`` args of a setup's pi_ref at one seed."""
-    if name in EXACT_SETUPS:
-        return next(iter(xs.planned([], replace(scale, seeds=(seed,)), runs)[0].values()))
-    return su.reference_args(name, scale, seed, runs)
 
 
 def reproduce(out, quick: bool, progress: bool = False,

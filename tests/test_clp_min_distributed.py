@@ -1,6 +1,6 @@
 """Data-parallel training (clp_min.distributed) and parallel reproduce (clp_min.jobs), 2 processes on CPU."""
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 import os
 from pathlib import Path
 
@@ -250,3 +250,43 @@ def test_run_graph_runs_a_task_after_what_it_needs(tmp_path):
         run_graph(tasks[1:], 2)
     with pytest.raises(ValueError, match="jobs: tasks wait on each other"):
         run_graph([Task("a", Path.exists, (f,), frozenset({"b"})), Task("b", Path.exists, (f,), frozenset({"a"}))], 2)
+
+
+def test_reproduce_graph_orders_evaluations_after_their_runs(tmp_path):
+    """The graph of ``reproduce --jobs N``: each evaluation needs its pi_ref and every run its setup reads, the
+    study's parts need their own runs and their setup's evaluation; with a setup's fronts reused, its runs and
+    evaluation leave the graph while the study's part keeps its runs and their pi_ref (no unknown needs)."""
+    from clp_min import mechanisms_study as ms
+    from clp_min.report import _reproduce_tasks
+
+    tiny = su.Scale(seeds=(0, 1), pretrain_steps=5, steps=2, prompts_per_step=2, samples_per_prompt=2,
+                    eval_prompts=2, eval_samples=2, exact_prompts=2, grid=2)
+    tiny_exact = xs.ExactScale(seeds=(0, 1), pretrain_steps=5, steps=2, prompts_per_step=2, lr=3e-3, sweep_steps=2,
+                               sweep_prompts_per_step=2, sweep_expert_steps=2, strengths=(0.0,), grid=2)
+    runs = tmp_path / "runs"
+    tasks = {t.key: t for t in _reproduce_tasks(("enum", "enum_exact"), tiny, tiny_exact, tmp_path, runs, True,
+                                                False, False, True)}
+    for seed in (0, 1):
+        ev = tasks[f"eval enum_exact {seed}"]
+        want = {f"train {c.out}" for c in xs.enum_exact_configs(tiny_exact, seed, runs).values()}
+        assert want <= ev.needs and f"ref {xs.reference_args(tiny_exact, seed, runs)[-1]}" in ev.needs
+        part = tasks[f"mechanisms enum_exact {seed}"]
+        assert f"eval enum_exact {seed}" in part.needs
+        assert {f"train {c.out}" for c in ms.exact_mechanism_configs(tiny_exact, seed, runs).values()} <= part.needs
+        assert f"eval enum {seed}" in tasks[f"mechanisms w_dist {seed}"].needs
+    for t in tasks.values():  # every need is a task; trainings wait for their pi_ref
+        assert t.needs <= tasks.keys(), t.key
+        if t.key.startswith("train "):
+            assert len(t.needs) == 1 and next(iter(t.needs)).startswith("ref ")
+    for seed in (0, 1):  # enum_exact's fronts saved at this scale: reused
+        path = tmp_path / "enum_exact" / f"seed{seed}" / "front.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"scale": su._jsonable(asdict(tiny_exact))}))
+    kept = {t.key: t for t in _reproduce_tasks(("enum", "enum_exact"), tiny, tiny_exact, tmp_path, runs, True,
+                                               False, True, True)}
+    assert not any(k.startswith("eval enum_exact") for k in kept)
+    clp_full = xs.enum_exact_configs(tiny_exact, 0, runs)["CLP full"].out
+    assert f"train {clp_full}" not in kept
+    part = kept["mechanisms enum_exact 0"]
+    assert "eval enum_exact 0" not in part.needs and part.needs <= kept.keys()
+    assert f"ref {xs.reference_args(tiny_exact, 0, runs)[-1]}" in kept
