@@ -64,7 +64,8 @@ def _add_eval_and_reproduce(groups) -> None:
     rep.add_argument("--reuse-fronts", action="store_true",
                      help="read each setup's front.json when written at the same scale instead of re-evaluating")
     rep.add_argument("--jobs", type=int, default=1,
-                     help="worker processes training the setups' independent runs before evaluation")
+                     help="worker processes running the reproduce as one task graph: pi_refs, trainings, each "
+                          "setup's evaluation once its runs are trained, the claims (clp_min/jobs.py)")
     rep.add_argument("--no-mechanisms", action="store_true",
                      help="skip issue 14's study (SVD-LoRA, soft tokens, prompts; training distribution of w)")
     rep.set_defaults(run=run_reproduce)
