@@ -17,11 +17,11 @@ the same distributions (tested), under the cache convention
 ``policy(w, idx, cache) -> (logits, cache)``:
 
     tree    (policies with ``accepts_tree``: the GPT and every clp_min wrapper of it)
-            two calls: the prompts, then every content prefix's last token as one
-            token tree below the prompt's cache (``model.TokenTree``: position
-            ``L + t - 1`` for a prefix of length ``t``, attending to the prompt and to
-            its own ancestors). One batch row per prompt, so a per-example
-            weighting costs no regrouping.
+            one call: each prompt followed by every content prefix's last token, as
+            one token tree (``model.TokenTree``: the prompt a chain at positions
+            ``0 .. L-1``, a prefix of length ``t`` at ``L + t - 1``, attending to the
+            prompt and to its own ancestors). One batch row per prompt, so a
+            per-example weighting costs no regrouping.
     depth   (any other policy, e.g. a Hugging Face model): ``T`` calls, depth by depth,
             each on the ``(V-1)^t`` content prefixes of length ``t`` per prompt with
             the parent's key/value cache repeated for its ``V-1`` children.
@@ -106,7 +106,20 @@ def content_tree(V: int, T: int) -> tuple:
     for i, c in enumerate(prefixes):
         visible[i, [row[c[:k]] for k in range(1, len(c) + 1)]] = True
     tokens = torch.tensor([c[-1] for c in prefixes], dtype=torch.long)
-    return tokens, TokenTree(torch.tensor([len(c) - 1 for c in prefixes]), visible)
+    return tokens, TokenTree(torch.tensor([len(c) - 1 for c in prefixes], dtype=torch.long), visible)
+
+
+@functools.lru_cache(maxsize=8)
+def prompt_and_content_tree(V: int, T: int, L: int) -> tuple:
+    """``content_tree`` below a prompt of ``L`` tokens, as one tree: ``(content tokens [R-1], TokenTree [L+R-1])``
+    with the prompt a chain (depths ``0 .. L-1``) that every content prefix sees."""
+    tokens, tree = content_tree(V, T)
+    R = tokens.numel()
+    visible = torch.zeros(L + R, L + R, dtype=torch.bool)
+    visible[:L, :L] = torch.tril(torch.ones(L, L, dtype=torch.bool))
+    visible[L:, :L] = True
+    visible[L:, L:] = tree.visible
+    return tokens, TokenTree(torch.cat([torch.arange(L), L + tree.depth]), visible)
 
 
 def accepts_tree(policy) -> bool:
@@ -124,14 +137,12 @@ def prefix_log_probs(policy, w, prompts: torch.Tensor, V: int, T: int, route: st
     if route not in ("auto", "tree", "depth"):
         raise ValueError(f"route: must be 'auto', 'tree' or 'depth', got {route!r}")
     if route == "tree" or (route == "auto" and accepts_tree(policy)):
-        logits, cache = policy(w, prompts)  # (P, L, V): the last position is the first token's distribution
-        if T == 1:
-            return F.log_softmax(logits[:, -1:], dim=-1)
-        tokens, tree = content_tree(V, T)
-        tree = TokenTree(tree.depth.to(prompts.device), tree.visible.to(prompts.device))
-        idx = tokens.to(prompts.device).expand(prompts.size(0), -1)  # (P, R-1)
-        below, _ = policy(w, idx, cache, tree=tree)  # (P, R-1, V)
-        return F.log_softmax(torch.cat([logits[:, -1:], below], dim=1), dim=-1)
+        L, dev = prompts.size(1), prompts.device
+        tokens, tree = prompt_and_content_tree(V, T, L)
+        tree = TokenTree(tree.depth.to(dev), tree.visible.to(dev))
+        idx = torch.cat([prompts, tokens.to(dev).expand(prompts.size(0), -1)], dim=1)  # (P, L+R-1)
+        logits, _ = policy(w, idx, tree=tree)  # (P, L+R-1, V)
+        return F.log_softmax(logits[:, L - 1:], dim=-1)  # after the prompt, then after each content prefix
     P = prompts.size(0)
     logits, cache = policy(w, prompts)  # (P, L, V): the last position is the first token's distribution
     out = [F.log_softmax(logits[:, -1:], dim=-1)]  # (P, 1, V)

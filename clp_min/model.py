@@ -17,9 +17,9 @@ tensors batched on dim 0, it passes through ``torch.func.vmap`` (used by
 ``clp_min.conditioning`` for per-example weightings).
 
 Token trees (``tree=TokenTree(depth, visible)``): the ``T`` new tokens are nodes of a tree
-hanging below the cache, not one sequence. Token ``i`` takes position ``L + depth[i]`` and
-attends to every cached row and to the new tokens ``j`` with ``visible[i, j]`` (its ancestors
-and itself). One call then gives the logits after every node, as if each root-to-node path
+hanging below the cache (and the prefix, if any), not one sequence. Token ``i`` takes position
+``L + P + depth[i]`` and attends to every cached and prefix row and to the new tokens ``j`` with
+``visible[i, j]`` (its ancestors and itself). One call then gives the logits after every node, as if each root-to-node path
 had been fed through the cache on its own (tested; clp_min.exact_pg lists every response
 this way).
 
@@ -202,7 +202,8 @@ class GPT(nn.Module):
             prefix: ``None`` or ``[B, P, C]`` embeddings placed before the tokens (input
                 conditioning); they enter the cache but get no logits.
             input_add: ``None`` or ``[B, C]`` added to every token's input embedding.
-            tree: ``None`` or a ``TokenTree`` over the ``T`` new tokens (not with ``prefix``).
+            tree: ``None`` or a ``TokenTree`` over the ``T`` new tokens (a prefix, if any, comes first as
+                usual and every node sees it).
         Returns:
             ``(logits [B, T, V], cache)``.
         """
@@ -223,15 +224,17 @@ class GPT(nn.Module):
         if tree is None:
             pos = torch.arange(L, L + P + T, device=idx.device)  # (P+T,)
         else:
-            if prefix is not None or tree.depth.size(0) != T:
-                raise ValueError(f"tree: {tree.depth.size(0)} nodes for {T} new tokens"
-                                 + (" and a prefix" if prefix is not None else ""))
-            if L + int(tree.depth.max()) >= self.config.block_size:
-                raise ValueError(f"tree: depth {int(tree.depth.max())} below {L} cached positions exceeds "
+            if tree.depth.size(0) != T:
+                raise ValueError(f"tree: {tree.depth.size(0)} nodes for {T} new tokens")
+            if L + P + int(tree.depth.max()) >= self.config.block_size:
+                raise ValueError(f"tree: depth {int(tree.depth.max())} below {L + P} positions exceeds "
                                  f"block_size = {self.config.block_size}")
-            pos = L + tree.depth.to(idx.device)  # (T,)
-            mask = torch.cat([torch.ones(T, L, dtype=torch.bool, device=idx.device),
-                              tree.visible.to(idx.device)], dim=1)  # (T, L+T)
+            dev = idx.device
+            pos = torch.cat([torch.arange(L, L + P, device=dev), L + P + tree.depth.to(dev)])  # (P+T,)
+            mask = torch.zeros(P + T, L + P + T, dtype=torch.bool, device=dev)  # the cache, then the prefix
+            mask[:, :L + P] = True  # every new row sees the cache and the prefix ...
+            mask[:P, L:L + P] = torch.tril(torch.ones(P, P, dtype=torch.bool, device=dev))  # ... causally
+            mask[P:, L + P:] = tree.visible.to(dev)  # (P+T, L+P+T)
         x = x + self.transformer.wpe(pos)
         new_cache = []
         for i, block in enumerate(self.transformer.h):

@@ -304,3 +304,17 @@ def test_exact_step_with_a_table_equals_without():
     assert exact_pg.ReferenceTable.for_task(ref, big) is None
     with pytest.raises(ValueError, match="prompt_len:"):
         exact_pg.ReferenceTable(ref, big)
+
+
+@pytest.mark.parametrize("T", [1, 2])
+def test_tree_route_for_short_responses(T):
+    """Responses of one token (no content prefix below the prompt: an empty tree) and of two."""
+    task = tk.TaskConfig(vocab=4, prompt_len=3, response_len=T)
+    torch.manual_seed(0)
+    policy = Unconditioned(GPT(model_config(task, 1, 2, 8)).double())
+    x = tk.all_prompts(task)[[0, 9, 26]]
+    with torch.no_grad():
+        tree = exact_pg.prefix_log_probs(policy, None, x, 4, T, "tree")
+        depth = exact_pg.prefix_log_probs(policy, None, x, 4, T, "depth")
+    assert tree.shape == (3, 1 + (3 if T == 2 else 0), 4)
+    np.testing.assert_allclose(tree.numpy(), depth.numpy(), rtol=0, atol=1e-12)
