@@ -416,11 +416,19 @@ class ParamConditioned(nn.Module):
             return "layers" if equal_sizes(rows) and len(rows) < B else "outputs"
         return "groups" if 2 * len(rows) <= B else "vmap"
 
+    def _block_runs(self, w):
+        """``[G, m]``: the weightings of ``w``'s G < B contiguous equal blocks (RLOO's layout, ``equal_runs``)
+        when the scoped layers can run them as one batched product, else None."""
+        if not self._owners or self.per_example not in ("auto", "layers"):
+            return None
+        runs = equal_runs(w)
+        return runs if runs is not None and runs.size(0) < w.size(0) else None
+
     def _per_example(self, w, args, kwargs):
         B = w.size(0)
         check_batched(tree_flatten((tuple(args), kwargs))[0], B)
-        runs = equal_runs(w) if self._owners and self.per_example in ("auto", "layers") else None
-        if runs is not None and runs.size(0) < B:  # RLOO's layout: no grouping, no permutation
+        runs = self._block_runs(w)
+        if runs is not None:  # RLOO's layout: no grouping, no permutation
             with mixing_layers(self.base, self._owners, self.mixed_parameters(runs), runs.size(0),
                                B // runs.size(0)):
                 return self.base(*args, **kwargs)
@@ -481,8 +489,8 @@ class ParamConditioned(nn.Module):
                 yield lambda *args, **kwargs: self.base(*pre, *args, **kwargs, **extra)
             return
         check_batched([w], w.size(0))
-        runs = equal_runs(w) if self._owners and self.per_example in ("auto", "layers") else None
-        if runs is not None and 1 < runs.size(0) < w.size(0):  # RLOO's layout (as _per_example): no regrouping
+        runs = self._block_runs(w)
+        if runs is not None and runs.size(0) > 1:  # RLOO's layout (as _per_example): no regrouping
             def in_runs(*args, **kwargs):
                 check_batched(tree_flatten((args, kwargs))[0], w.size(0))
                 return self.base(*pre, *args, **kwargs, **extra)

@@ -110,16 +110,16 @@ def content_tree(V: int, T: int) -> tuple:
 
 
 @functools.lru_cache(maxsize=8)
-def prompt_and_content_tree(V: int, T: int, L: int) -> tuple:
-    """``content_tree`` below a prompt of ``L`` tokens, as one tree: ``(content tokens [R-1], TokenTree [L+R-1])``
-    with the prompt a chain (depths ``0 .. L-1``) that every content prefix sees."""
+def prompt_and_content_tree(V: int, T: int, L: int, device: torch.device = torch.device("cpu")) -> tuple:
+    """``content_tree`` below a prompt of ``L`` tokens, as one tree on ``device``: ``(content tokens [R-1],
+    TokenTree [L+R-1])`` with the prompt a chain (depths ``0 .. L-1``) that every content prefix sees."""
     tokens, tree = content_tree(V, T)
     R = tokens.numel()
     visible = torch.zeros(L + R, L + R, dtype=torch.bool)
     visible[:L, :L] = torch.tril(torch.ones(L, L, dtype=torch.bool))
     visible[L:, :L] = True
     visible[L:, L:] = tree.visible
-    return tokens, TokenTree(torch.cat([torch.arange(L), L + tree.depth]), visible)
+    return tokens.to(device), TokenTree(torch.cat([torch.arange(L), L + tree.depth]).to(device), visible.to(device))
 
 
 def accepts_tree(policy) -> bool:
@@ -137,10 +137,9 @@ def prefix_log_probs(policy, w, prompts: torch.Tensor, V: int, T: int, route: st
     if route not in ("auto", "tree", "depth"):
         raise ValueError(f"route: must be 'auto', 'tree' or 'depth', got {route!r}")
     if route == "tree" or (route == "auto" and accepts_tree(policy)):
-        L, dev = prompts.size(1), prompts.device
-        tokens, tree = prompt_and_content_tree(V, T, L)
-        tree = TokenTree(tree.depth.to(dev), tree.visible.to(dev))
-        idx = torch.cat([prompts, tokens.to(dev).expand(prompts.size(0), -1)], dim=1)  # (P, L+R-1)
+        L = prompts.size(1)
+        tokens, tree = prompt_and_content_tree(V, T, L, prompts.device)
+        idx = torch.cat([prompts, tokens.expand(prompts.size(0), -1)], dim=1)  # (P, L+R-1)
         logits, _ = policy(w, idx, tree=tree)  # (P, L+R-1, V)
         return F.log_softmax(logits[:, L - 1:], dim=-1)  # after the prompt, then after each content prefix
     P = prompts.size(0)
@@ -186,6 +185,11 @@ def exact_objective(logp: torch.Tensor, logp_ref: torch.Tensor, r: torch.Tensor,
 MAX_TABLE_PROMPTS = 4096  # ReferenceTable holds every prompt's row up to this many prompts
 
 
+def _prompt_count(cfg: tk.TaskConfig) -> int:
+    """Prompts of the task: ``L`` content tokens ``1 .. V-1`` (``tk.all_prompts``)."""
+    return (cfg.vocab - 1) ** cfg.prompt_len
+
+
 def _reference_terms(pi_ref, cfg: tk.TaskConfig, prompts: torch.Tensor, steer_kl: bool) -> tuple:
     """``log pi_ref(y|x)`` ``[P, N]``, the task's rewards ``[P, N, m_task]`` and the trained reward vectors
     ``[P, N, m]`` of every producible response (no gradient)."""
@@ -205,7 +209,7 @@ class ReferenceTable:
     """
 
     def __init__(self, pi_ref, cfg: tk.TaskConfig, steer_kl: bool = False, chunk: int = 256):
-        n = (cfg.vocab - 1) ** cfg.prompt_len
+        n = _prompt_count(cfg)
         if n > MAX_TABLE_PROMPTS:
             raise ValueError(f"prompt_len: a reference table lists every prompt, at most {MAX_TABLE_PROMPTS}; "
                              f"got {cfg.vocab - 1}^{cfg.prompt_len} = {n}")
@@ -219,7 +223,7 @@ class ReferenceTable:
     @classmethod
     def for_task(cls, pi_ref, cfg: tk.TaskConfig, steer_kl: bool = False):
         """The table, or ``None`` when the task has more than ``MAX_TABLE_PROMPTS`` prompts."""
-        if (cfg.vocab - 1) ** cfg.prompt_len > MAX_TABLE_PROMPTS:
+        if _prompt_count(cfg) > MAX_TABLE_PROMPTS:
             return None
         return cls(pi_ref, cfg, steer_kl)
 

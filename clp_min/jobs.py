@@ -7,8 +7,8 @@ study beside its setup's result. ``run_graph`` runs such work as a task graph: a
 most N tasks at a time, each once every task it needs has finished, the costliest
 ready one first (pi_refs, then the longest trainings); so an evaluation starts as
 soon as its runs are trained, beside the trainings still running, and the claims
-run beside them too (clp_min.report builds the graph). ``run_pool`` is the plain
-two-stage map (every pi_ref, then every run) used by the study on its own. Each
+run beside them too (clp_min.report builds the graph). ``run_pool`` is the graph of
+trainings alone (every pi_ref, then its runs), used by the study on its own. Each
 run lands in the folder where ``setups.build_methods`` looks for it; every training
 seeds itself from its own configuration and the workers use one thread each, as
 ``--jobs 1`` does, so the results are the same (tests/test_clp_min_distributed.py).
@@ -16,7 +16,7 @@ Runs already finished in their folder are not retrained.
 """
 from __future__ import annotations
 
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from typing import Callable
@@ -56,9 +56,9 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def train_all(names, scale: su.Scale, runs, jobs: int, progress: bool = False, exact_scale=None) -> None:
-    """Pretrain every pi_ref, then train every run of ``names`` in ``jobs`` processes: the setups of
-    clp_min.setups at ``scale``, and "enum_exact" and "sweep" (clp_min.exact_setups) at ``exact_scale``."""
+def planned_all(names, scale: su.Scale, runs, exact_scale=None) -> tuple:
+    """``planned`` of the setups of clp_min.setups in ``names`` at ``scale``, and of "enum_exact" and
+    "sweep" (clp_min.exact_setups) at ``exact_scale``, merged."""
     from clp_min import exact_setups as xs
 
     exact = [n for n in names if n in xs.SETUP_NAMES]
@@ -69,20 +69,18 @@ def train_all(names, scale: su.Scale, runs, jobs: int, progress: bool = False, e
         more_refs, more_cfgs = xs.planned(exact, exact_scale, runs)
         refs.update(more_refs)
         cfgs.update(more_cfgs)
-    run_pool(refs, cfgs, jobs, progress)
+    return refs, cfgs
+
+
+def train_all(names, scale: su.Scale, runs, jobs: int, progress: bool = False, exact_scale=None) -> None:
+    """Pretrain every pi_ref, then train every run of ``names`` (``planned_all``) in ``jobs`` processes."""
+    run_pool(*planned_all(names, scale, runs, exact_scale), jobs, progress)
 
 
 def run_pool(refs: dict, cfgs: dict, jobs: int, progress: bool = False) -> None:
-    """Every ``reference_model`` args in ``refs`` first, then every TrainConfig in ``cfgs``, in ``jobs`` processes."""
-    bar = tqdm(total=len(refs) + len(cfgs), desc=f"train ({jobs} jobs)", disable=not progress)
-    # spawn, not fork: a forked CUDA context is unusable, and workers start from a clean interpreter
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
-        longest_first = sorted(cfgs.values(), key=lambda c: (-c.steps, c.conditioning == "none"))  # balances the pool
-        for fn, items in ((_reference, refs.values()), (_train, longest_first)):  # pi_ref first
-            for future in as_completed([pool.submit(fn, item) for item in items]):
-                future.result()  # re-raises a worker's error here
-                bar.update()
-    bar.close()
+    """Every ``reference_model`` args in ``refs``, and every TrainConfig in ``cfgs`` once its pi_ref is
+    there, longest first, in ``jobs`` processes (``run_graph`` of ``training_tasks``)."""
+    run_graph(training_tasks(refs, cfgs), jobs, progress, desc="train")
 
 
 @dataclass(frozen=True)
@@ -110,6 +108,7 @@ def run_graph(tasks: list, jobs: int, progress: bool = False, desc: str = "repro
             raise ValueError(f"jobs: task {t.key!r} needs unknown tasks {sorted(unknown)}")
     done, pending, running = {}, set(by_key), {}
     bar = tqdm(total=len(tasks), desc=f"{desc} ({jobs} jobs)", disable=not progress)
+    # spawn, not fork: a forked CUDA context is unusable, and workers start from a clean interpreter
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
         while pending or running:
             ready = sorted((by_key[k] for k in pending if by_key[k].needs <= done.keys()),

@@ -19,9 +19,9 @@ tensors batched on dim 0, it passes through ``torch.func.vmap`` (used by
 Token trees (``tree=TokenTree(depth, visible)``): the ``T`` new tokens are nodes of a tree
 hanging below the cache (and the prefix, if any), not one sequence. Token ``i`` takes position
 ``L + P + depth[i]`` and attends to every cached and prefix row and to the new tokens ``j`` with
-``visible[i, j]`` (its ancestors and itself). One call then gives the logits after every node, as if each root-to-node path
-had been fed through the cache on its own (tested; clp_min.exact_pg lists every response
-this way).
+``visible[i, j]`` (its ancestors and itself). One call then gives the logits after every
+node, as if each root-to-node path had been fed through the cache on its own (tested;
+clp_min.exact_pg lists every response this way).
 
 Tied weights (``tie_weights=True``): ``lm_head.weight`` is the same Parameter as
 ``transformer.wte.weight`` (nanoGPT). ``named_parameters()`` lists it once, as

@@ -58,7 +58,7 @@ class PromptTokens(nn.Module):
         """The written prompt's rows ``[m, C]`` or ``[B, m, C]`` for a checked ``w``."""
         return self.R + self.Q[weight_levels(w, self.grid).to(self.Q.device)]  # (.., m, C)
 
-    accepts_tree = True  # forward takes tree= (model.TokenTree) with a cache
+    accepts_tree = True  # forward takes tree= (model.TokenTree); the nodes see the written prompt
 
     def forward(self, w, idx, cache=None, tree=None):
         """``w`` ``[m]`` (whole batch) or ``[B, m]``; the prompt is added on the first call only."""

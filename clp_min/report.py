@@ -365,12 +365,7 @@ def _reproduce_tasks(setups, scale, exact_scale, out: Path, runs: Path, quick: b
 
     names = [n for n in setups
              if not (reuse_fronts and all(_saved(n, seed, sc_of(n), out) is not None for seed in sc_of(n).seeds))]
-    refs, cfgs = jb.planned([n for n in names if n not in EXACT_SETUPS], scale, runs)
-    exact_names = [n for n in names if n in EXACT_SETUPS]
-    if exact_names:
-        more_refs, more_cfgs = xs.planned(exact_names, exact_scale, runs)
-        refs.update(more_refs)
-        cfgs.update(more_cfgs)
+    refs, cfgs = jb.planned_all(names, scale, runs, exact_scale)
     parts = [p for p in ms.PARTS if mechanisms and ms.SETUP_OF[p] in setups]
     part_runs = {}
     for part in parts:
@@ -389,12 +384,12 @@ def _reproduce_tasks(setups, scale, exact_scale, out: Path, runs: Path, quick: b
             ref, outs = _setup_runs(name, sc_of(name), seed, runs)
             tasks.append(jb.Task(f"eval {name} {seed}", _evaluate, (name, seed, sc_of(name), out, runs),
                                  frozenset({f"ref {ref}", *(f"train {o}" for o in outs)})))
-    evals = {t.key for t in tasks}
+    keys = {t.key for t in tasks}
     for (part, seed), outs in part_runs.items():
         setup_eval = f"eval {ms.SETUP_OF[part]} {seed}"
         tasks.append(jb.Task(f"mechanisms {part} {seed}", _mechanism_part,
                              (part, seed, sc_of(ms.SETUP_OF[part]), out, runs),
-                             frozenset({*(f"train {o}" for o in outs), *({setup_eval} & evals)})))
+                             frozenset({*(f"train {o}" for o in outs), *({setup_eval} & keys)})))
     return tasks
 
 

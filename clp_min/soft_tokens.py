@@ -85,7 +85,7 @@ class SoftTokens(nn.Module):
         C = model.config.n_embd
         self.E = nn.Parameter(0.02 * torch.randn(m, n_tokens, C))  # the GPT's embedding init scale
 
-    accepts_tree = True  # forward takes tree= (model.TokenTree) with a cache
+    accepts_tree = True  # forward takes tree= (model.TokenTree); the nodes see the prefix
 
     def forward(self, w, idx, cache=None, tree=None):
         """``w`` ``[m]`` (whole batch) or ``[B, m]``; the prefix is added on the first call only."""
