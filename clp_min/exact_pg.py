@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 from clp_min import task as tk
 from clp_min.conditioning import Unconditioned
-from clp_min.exact import MAX_LEAVES
+from clp_min.exact import FORCED, MAX_LEAVES
 from clp_min.model import TokenTree
 from clp_min.rl import draw_prompts, reward_vectors
 
@@ -127,8 +127,8 @@ def accepts_tree(policy) -> bool:
     return bool(getattr(getattr(policy, "module", policy), "accepts_tree", False))
 
 
-def prefix_log_probs(policy, w, prompts: torch.Tensor, V: int, T: int, route: str = "auto") -> torch.Tensor:
-    """Next-token log-probs after every content prefix, differentiable, ``[P, sum_{t<T} (V-1)^t, V]``.
+def prefix_logits(policy, w, prompts: torch.Tensor, V: int, T: int, route: str = "auto") -> torch.Tensor:
+    """Next-token logits after every content prefix, differentiable, ``[P, sum_{t<T} (V-1)^t, V]``.
 
     Rows are ordered as in ``_gather_plan``. ``w`` is ``[P, m]`` (or ``None`` for an unconditioned policy);
     each prefix row gets its prompt's weighting. ``route``: "tree", "depth" or "auto" (tree when the
@@ -141,10 +141,10 @@ def prefix_log_probs(policy, w, prompts: torch.Tensor, V: int, T: int, route: st
         tokens, tree = prompt_and_content_tree(V, T, L, prompts.device)
         idx = torch.cat([prompts, tokens.expand(prompts.size(0), -1)], dim=1)  # (P, L+R-1)
         logits, _ = policy(w, idx, tree=tree)  # (P, L+R-1, V)
-        return F.log_softmax(logits[:, L - 1:], dim=-1)  # after the prompt, then after each content prefix
+        return logits[:, L - 1:]  # after the prompt, then after each content prefix
     P = prompts.size(0)
     logits, cache = policy(w, prompts)  # (P, L, V): the last position is the first token's distribution
-    out = [F.log_softmax(logits[:, -1:], dim=-1)]  # (P, 1, V)
+    out = [logits[:, -1:]]  # (P, 1, V)
     content = torch.arange(1, V, device=prompts.device)  # (V-1,)
     for t in range(1, T):
         n = (V - 1) ** t  # content prefixes of length t per prompt
@@ -152,8 +152,57 @@ def prefix_log_probs(policy, w, prompts: torch.Tensor, V: int, T: int, route: st
         idx = content.repeat(P * n // (V - 1))[:, None]  # (P * n, 1): the last token of each prefix
         w_rows = None if w is None else w.repeat_interleave(n, dim=0)
         logits, cache = policy(w_rows, idx, cache)  # (P * n, 1, V)
-        out.append(F.log_softmax(logits[:, -1], dim=-1).view(P, n, V))
+        out.append(logits[:, -1].view(P, n, V))
     return torch.cat(out, dim=1)
+
+
+def prefix_log_probs(policy, w, prompts: torch.Tensor, V: int, T: int, route: str = "auto") -> torch.Tensor:
+    """Next-token log-probs after every content prefix, differentiable, ``[P, sum_{t<T} (V-1)^t, V]``
+    (``prefix_logits`` normalised)."""
+    return F.log_softmax(prefix_logits(policy, w, prompts, V, T, route), dim=-1)
+
+
+@functools.lru_cache(maxsize=8)
+def _all_prefix_rows(V: int, T: int) -> tuple:
+    """For each depth ``t``, every prefix ``j < V^t`` (base-V digits, as ``clp_min.exact.prefix_logprobs``
+    lists them): its content prefix's row (``_gather_plan``'s order; 0 where it holds an EOS) and whether
+    it holds an EOS."""
+    C = V - 1
+    rows, ended = [], []
+    for t in range(T):
+        digits = [(np.arange(V ** t) // V ** (t - 1 - u)) % V for u in range(t)]  # most significant first
+        rank = np.zeros(V ** t, dtype=np.int64)
+        for d in digits:
+            rank = rank * C + np.maximum(d - 1, 0)
+        has_eos = np.any(np.stack(digits) == tk.EOS, axis=0) if t else np.zeros(1, dtype=bool)
+        rows.append(np.where(has_eos, 0, sum(C ** k for k in range(t)) + rank))
+        ended.append(has_eos)
+    return rows, ended
+
+
+@torch.no_grad()
+def token_policies(policy, cfg: tk.TaskConfig, prompts: torch.Tensor, W: np.ndarray, route: str = "auto") -> list:
+    """A conditioned policy's token policy at each weighting of ``W`` ``[K, m]``, in the layout of
+    ``clp_min.exact.method_log_policies``: per prompt, by depth, ``[K, V^t, V]`` float64 log-probs (a prefix
+    holding an EOS gets the forced distribution). One call per weighting (the tree route when the policy
+    accepts it); normalised in float64 like ``clp_min.evaluate.policy_method``."""
+    check_enumerable(cfg)
+    V, T, P = cfg.vocab, cfg.response_len, prompts.size(0)
+    dtype = next(policy.parameters()).dtype
+    per_w = np.stack([F.log_softmax(prefix_logits(policy, torch.as_tensor(w, dtype=dtype).expand(P, -1), prompts,
+                                                  V, T, route).double(), dim=-1).numpy() for w in W], axis=1)
+    forced = np.full(V, -FORCED)
+    forced[tk.EOS] = 0.0
+    rows, ended = _all_prefix_rows(V, T)
+    out = []
+    for p in range(P):
+        by_depth = []
+        for t in range(T):
+            d = per_w[p][:, rows[t]]  # (K, V^t, V)
+            d[:, ended[t]] = forced
+            by_depth.append(d)
+        out.append(by_depth)
+    return out
 
 
 def response_log_probs(policy, w: torch.Tensor, prompts: torch.Tensor, V: int, T: int, route: str = "auto") -> tuple:

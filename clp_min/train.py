@@ -429,7 +429,8 @@ def train(cfg: TrainConfig, progress: bool | None = None, stop_at: int | None = 
 
     policy = build_policy(cfg, pi_ref).to(ctx.device)  # built on the CPU: the same initial draws on any device
     pi_ref = pi_ref.to(ctx.device)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    # fused: one kernel for every parameter (0.55 vs 2.2 ms per step for CLP full, 2 x 64 model, CPU)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, fused=True)
     start, history = 0, []
     if cfg.resume:
         if meta.get("world_size", 1) != ctx.world_size:

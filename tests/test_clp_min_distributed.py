@@ -178,7 +178,7 @@ def test_reproduce_jobs_equals_sequential(tmp_path, monkeypatch):
     not see this test's monkeypatches: the scales travel as arguments, and every held-out prompt is used.)"""
     tiny = su.Scale(seeds=(0,), pretrain_steps=5, steps=2, prompts_per_step=2, samples_per_prompt=2,
                     eval_prompts=2, eval_samples=2, exact_prompts=2, grid=2)
-    tiny_exact = xs.ExactScale(seeds=(0,), pretrain_steps=5, steps=2, prompts_per_step=2, lr=3e-3, sweep_steps=2,
+    tiny_exact = xs.ExactScale(seeds=(0,), pretrain_steps=5, steps=2, rloo_steps=2, prompts_per_step=2, lr=3e-3, sweep_steps=2,
                                sweep_prompts_per_step=2, sweep_expert_steps=2, strengths=(0.0, 1.0), grid=2)
     monkeypatch.setitem(su.SCALES, "quick", tiny)
     monkeypatch.setitem(xs.EXACT_SCALES, "quick", tiny_exact)
@@ -210,7 +210,7 @@ def test_reuse_fronts_trains_only_what_it_does_not_reuse(tmp_path, monkeypatch):
     and plans it again when the scale changed."""
     tiny = su.Scale(seeds=(0,), pretrain_steps=5, steps=2, prompts_per_step=2, samples_per_prompt=2,
                     eval_prompts=2, eval_samples=2, exact_prompts=2, grid=2)
-    tiny_exact = xs.ExactScale(seeds=(0,), pretrain_steps=5, steps=2, prompts_per_step=2, lr=3e-3, sweep_steps=2,
+    tiny_exact = xs.ExactScale(seeds=(0,), pretrain_steps=5, steps=2, rloo_steps=2, prompts_per_step=2, lr=3e-3, sweep_steps=2,
                                sweep_prompts_per_step=2, sweep_expert_steps=2, strengths=(0.0,), grid=2)
     monkeypatch.setitem(su.SCALES, "quick", tiny)
     monkeypatch.setitem(xs.EXACT_SCALES, "quick", tiny_exact)
@@ -261,7 +261,7 @@ def test_reproduce_graph_orders_evaluations_after_their_runs(tmp_path):
 
     tiny = su.Scale(seeds=(0, 1), pretrain_steps=5, steps=2, prompts_per_step=2, samples_per_prompt=2,
                     eval_prompts=2, eval_samples=2, exact_prompts=2, grid=2)
-    tiny_exact = xs.ExactScale(seeds=(0, 1), pretrain_steps=5, steps=2, prompts_per_step=2, lr=3e-3, sweep_steps=2,
+    tiny_exact = xs.ExactScale(seeds=(0, 1), pretrain_steps=5, steps=2, rloo_steps=2, prompts_per_step=2, lr=3e-3, sweep_steps=2,
                                sweep_prompts_per_step=2, sweep_expert_steps=2, strengths=(0.0,), grid=2)
     runs = tmp_path / "runs"
     tasks = {t.key: t for t in _reproduce_tasks(("enum", "enum_exact"), tiny, tiny_exact, tmp_path, runs, True,

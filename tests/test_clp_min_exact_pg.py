@@ -221,6 +221,29 @@ def test_tree_route_equals_depth_route_for_every_policy():
         assert (tree[:, 1:] - tree[:, :1]).abs().max() > 1e-3, name  # the prefixes matter (not one row repeated)
 
 
+def test_token_policies_equal_the_padded_enumeration_for_every_policy():
+    """The evaluation's token policies through the tree (``token_policies``) equal ``clp_min.exact``'s padded
+    pass of every prefix, at every weighting, forced rows included (catches a prefix mapped to the wrong
+    content row, a dropped forced row, or weightings in another order)."""
+    from clp_min import exact
+
+    task, policies = _policies()
+    prompts = tk.all_prompts(task)[[0, 13, 26]]
+    W = np.array([[1.0, 0.0], [0.25, 0.75], [0.5, 0.5]])  # on the prompt-token policy's grid
+    for name, policy in policies.items():
+        def logprobs(w, idx, policy=policy):
+            with torch.no_grad():
+                return F.log_softmax(policy(torch.as_tensor(w, dtype=torch.float64), idx)[0], dim=-1)
+        want = exact.method_log_policies(logprobs, task, prompts, W)
+        got = exact_pg.token_policies(policy, task, prompts, W)
+        assert len(got) == 3 and [d.shape for d in got[0]] == [(3, 4 ** t, 4) for t in range(4)], name
+        for p in range(3):
+            for t in range(4):
+                np.testing.assert_allclose(got[p][t], want[p][t], rtol=0, atol=1e-12, err_msg=f"{name} {p} {t}")
+        if name != "plain":
+            assert np.abs(got[1][2][0] - got[1][2][2]).max() > 1e-3, name  # the weighting matters
+
+
 def test_token_tree_as_a_chain_is_the_causal_pass():
     """A chain (every node sees the earlier ones, depths 0 .. T-1) through the cache equals one causal pass."""
     from clp_min.model import TokenTree

@@ -12,7 +12,7 @@ from theory.weights import simplex_grid
 
 TINY = su.Scale(seeds=(0,), pretrain_steps=20, steps=3, prompts_per_step=4, samples_per_prompt=2, eval_prompts=4,
                 eval_samples=2, exact_prompts=2, grid=2)
-TINY_EXACT = xs.ExactScale(seeds=(0,), pretrain_steps=20, steps=2, prompts_per_step=2, lr=3e-3, sweep_steps=1,
+TINY_EXACT = xs.ExactScale(seeds=(0,), pretrain_steps=20, steps=2, rloo_steps=2, prompts_per_step=2, lr=3e-3, sweep_steps=1,
                            sweep_prompts_per_step=2, sweep_expert_steps=1, strengths=(0.0,), grid=2)
 
 
