@@ -23,10 +23,12 @@ CLP trains every parameter of the policy, the mechanisms only their own; Rewarde
 mixing count the m single-objective experts).
 
 Regions of the simplex: "near vertices" where max_i w_i >= NEAR_VERTEX, "interior" elsewhere.
-Per-seed results are written as ``OUT/<part>/seed{s}.json`` and reused when written at the same scale.
+Per-seed results are written as ``OUT/<part>/seed{s}.json`` and reused when written at the same scale from the
+same setup front and trained policies (``provenance``: sha256 of each).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -41,7 +43,7 @@ from clp_min import task as tk
 from clp_min.model import GPT
 from clp_min.pretrain import model_config
 from clp_min.task import sample_prompts
-from clp_min.train import build_policy
+from clp_min.train import build_policy, file_sha256
 from theory import pareto
 from theory.weights import simplex_grid
 
@@ -267,20 +269,32 @@ def compare_two(front: dict, scale: su.Scale, seed: int, runs, progress: bool) -
     return {"weights": W, "stats": stats, "measures": mc_measures(W, stats)}
 
 
+def provenance(part: str, front: dict, scale, seed: int, runs) -> dict:
+    """What a part's result is made of: its setup's front (sha256 of its canonical JSON, whose methods the
+    part copies) and each of the part's trained policies (file sha256; ``None`` where not trained)."""
+    blob = json.dumps(su._jsonable(front), sort_keys=True).encode()
+    files = {n: Path(c.out) / "policy.safetensors" for n, c in part_configs(part, scale, seed, runs).items()}
+    return {"front_sha256": hashlib.sha256(blob).hexdigest(),
+            "runs_sha256": {n: file_sha256(f) if f.exists() else None for n, f in files.items()}}
+
+
 def run_part(part: str, front: dict, scale, seed: int, out, runs, progress: bool = False) -> dict:
     """One part at one seed (``front``: its setup's front.json at this seed; ``scale``: the setup's scale,
-    an ExactScale for "enum_exact"); written to ``OUT/part/seed{s}.json`` and reused at the same scale."""
+    an ExactScale for "enum_exact"); written to ``OUT/part/seed{s}.json`` and reused when written at the
+    same scale from the same front and the same trained policies (``provenance``), recomputed otherwise."""
     path = Path(out) / part / f"seed{seed}.json"
     same = {k: v for k, v in su._jsonable(asdict(scale)).items() if k != "seeds"}
     if path.exists():
         saved = json.loads(path.read_text())
-        if {k: v for k, v in saved["scale"].items() if k != "seeds"} == same:
+        if ({k: v for k, v in saved["scale"].items() if k != "seeds"} == same
+                and saved.get("provenance") == provenance(part, front, scale, seed, runs)):
             return saved
     compare = {"enum_exact": compare_enum_exact, "w_dist": compare_w_dist, "two": compare_two,
                "enum": compare_enum}[part]
     result = {"part": part, "seed": seed, "scale": asdict(scale),
               **compare(front, scale, seed, runs, progress),
               "parameters": trainable_parameters(part, scale, seed, runs)}
+    result["provenance"] = provenance(part, front, scale, seed, runs)  # after compare: its runs are trained
     result = su._jsonable(result)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))

@@ -1,5 +1,6 @@
 """clp_min.mechanisms_study: measures on hand-sized inputs, and the study run through clp reproduce at a tiny scale."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,9 +75,23 @@ def test_study_runs_in_reproduce(tmp_path, monkeypatch):
     np.testing.assert_allclose(seed0["w_dist"]["normalised_regret"]["Dirichlet 1 + 25% vertices"],
                                front["exact"]["normalised_regret"]["CLP attn"], rtol=0, atol=1e-12)
     assert ms.run_part("enum", front, TINY, 0, out / "mechanisms", out / "runs") == seed0["enum"]  # reused
+    # a re-evaluated setup front (other numbers for the methods the part copies) is not reused: recomputed
+    moved = json.loads(json.dumps(front))
+    moved["exact"]["methods"]["CLP full"]["objective"][0] += 1e-3
+    redone = ms.run_part("enum", moved, TINY, 0, out / "mechanisms", out / "runs")
+    assert redone["stats"]["CLP full"]["objective"][0] == moved["exact"]["methods"]["CLP full"]["objective"][0]
+    assert redone["provenance"]["front_sha256"] != seed0["enum"]["provenance"]["front_sha256"]
+    ms.run_part("enum", front, TINY, 0, out / "mechanisms", out / "runs")  # back to the setup's own front
     front["exact"]["reference"]["objective"][0] += 1e-6
     with pytest.raises(ValueError, match="^fronts:"):
         ms.compare_enum(front, TINY, 0, out / "runs", False)
     xfront["exact"]["reference"]["objective"][0] += 1e-6
     with pytest.raises(ValueError, match="^fronts:"):
         ms.compare_enum_exact(xfront, TINY_EXACT, 0, out / "runs", False)
+    # a retrained policy (another file) is not reused either
+    first = next(iter(ms.MECHANISMS))
+    pol = Path(ms.mechanism_configs("enum", TINY, 0, out / "runs")[first].out) / "policy.safetensors"
+    pol.write_bytes(pol.read_bytes() + b" ")  # a different file (only hashed here, never loaded)
+    runs_now = ms.provenance("enum", front, TINY, 0, out / "runs")["runs_sha256"]
+    assert runs_now[first] != seed0["enum"]["provenance"]["runs_sha256"][first]
+    assert all(runs_now[n] == seed0["enum"]["provenance"]["runs_sha256"][n] for n in runs_now if n != first)
