@@ -375,13 +375,14 @@ for r in sweep:  # the committed run: CLP near the optimum on every task, the id
 # zero-shot's regret is 0 (1e-16) at `eps_1 = 0` and rises monotonically with `eps_1`, to
 # 0.09 at coverage vs brevity. With the exact gradient (32 prompts per step, 2000 steps),
 # CLP full reaches 0.006-0.009 on the held-out prompts of `enum_exact` (T4 met), against
-# 0.06-0.08 for the same training by RLOO, 0.09-0.10 for logit mixing of the trained experts
+# 0.09-0.14 for the same model trained by RLOO for about the same compute time (1000 steps),
+# 0.09-0.10 for logit mixing of the trained experts
 # and 1.3-1.7 for Rewarded Soups. On the sweep (CLP 2000 steps at 16 prompts per step), CLP
-# full stays at 0.007-0.016 on every task and seed: as good as the exact zero-shot (within
+# full stays at 0.007-0.017 on every task and seed: as good as the exact zero-shot (within
 # 0.01) where the rewards are aligned below the root, and 6-9x better than it at the most
 # misaligned task; its advantage grows with `eps_1`, as the theory says. T1 to T4 are all
-# met. The zero-shot methods built from *trained* experts (1000 steps) are far worse
-# (logit mixing 0.07-0.78, Rewarded Soups 0.7-2.5): their experts' small errors cost
+# met. The zero-shot methods built from *trained* experts (400 steps) are far worse
+# (logit mixing 0.13-0.92, Rewarded Soups 0.7-2.6): their experts' small errors cost
 # more than the misalignment itself.
 
 # %% [markdown]
