@@ -304,6 +304,7 @@ def main():
             {"config": asdict(cfg), "forward_backward": fb, "decoding": dec, "hf_forward_backward": hf,
              "issue_table": [{**asdict(r), "met": r.met} for r in rows]}, indent=2))
     exact_gradient_row(cfg.repeats, cfg.out)
+    exact_evaluation_row(max(3, cfg.repeats // 4), cfg.out)
 
 
 def exact_gradient_row(repeats: int, out=None) -> dict:
@@ -357,6 +358,40 @@ def exact_gradient_row(repeats: int, out=None) -> dict:
     print(f"\nThe tree route is {row['ratio_exact_depth_over_tree']:.2f}x faster than the depth route (same run).")
     if out:
         (Path(out) / "clp_min_bench_exact.json").write_text(json.dumps(row, indent=2))
+    return row
+
+
+def exact_evaluation_row(repeats: int, out=None) -> dict:
+    """Exact evaluation of one conditioned policy (clp_min.exact_setups.policy_log_policies): its token policy
+    at 11 weightings on the 84 held-out prompts, through the token tree (``exact_pg.token_policies``) against
+    the padded pass of every prefix (``clp_min.exact.method_log_policies``, any method). CLP full, the
+    enumerable task and model of ``clp_min.exact_setups``. Prints seconds per evaluation and the ratio."""
+    import numpy as np
+
+    from clp_min import evaluate as ev
+    from clp_min import exact, exact_pg, exact_setups
+    from clp_min import task as tk
+    from clp_min.pretrain import model_config
+    from theory.weights import simplex_grid
+
+    task = tk.TaskConfig(**exact_setups.ENUM_TASK)
+    torch.manual_seed(0)
+    policy = ParamConditioned.from_base(GPT(model_config(task, **exact_setups.MODEL)), 2, "full")
+    held, W = exact_setups.heldout_prompts(task), simplex_grid(2, 10)
+    cases = {"tree": lambda: exact_pg.token_policies(policy, task, held, W),
+             "padded": lambda: exact.method_log_policies(ev.policy_method("", policy).logprobs, task, held, W)}
+    gap = max(float(np.abs(a - b).max()) for p, q in zip(cases["tree"](), cases["padded"]()) for a, b in zip(p, q))
+    with tqdm(total=repeats, disable=not sys.stderr.isatty(), desc="bench exact evaluation") as progress:
+        times = round_robin(cases, repeats, progress)
+    row = {"prompts": len(held), "weightings": len(W), "s_tree": statistics.median(times["tree"]),
+           "s_padded": statistics.median(times["padded"]), "ratio_padded_over_tree": median_ratio(times, "padded", "tree"),
+           "max_abs_logprob_gap_float32": gap}
+    print(f"\n## Exact evaluation of CLP full ({len(held)} held-out prompts, {len(W)} weightings)\n")
+    print("| route | s per evaluation |\n|---|---|")
+    print(f"| token tree | {row['s_tree']:.2f} |\n| padded pass | {row['s_padded']:.2f} |")
+    print(f"\nThe tree is {row['ratio_padded_over_tree']:.1f}x faster (same run); largest log-prob gap {gap:.1e} (float32).")
+    if out:
+        (Path(out) / "clp_min_bench_exact_eval.json").write_text(json.dumps(row, indent=2))
     return row
 
 
