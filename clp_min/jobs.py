@@ -5,9 +5,10 @@ that pi_ref (single-objective experts, CLPs, input conditioning; clp_min.setups)
 evaluates each setup at each seed from its runs, and runs each part of issue 14's
 study beside its setup's result. ``run_graph`` runs such work as a task graph: at
 most N tasks at a time, each once every task it needs has finished, the costliest
-ready one first (pi_refs, then the longest trainings); so an evaluation starts as
-soon as its runs are trained, beside the trainings still running, and the claims
-run beside them too (clp_min.report builds the graph). ``run_pool`` is the graph of
+ready one first (pi_refs, then the longest trainings; the claims, costed as a
+1000-step run, between them). An evaluation (cost 0) becomes ready once its runs
+are trained and starts when no costlier task is ready: in a full reproduce, after
+the last training has started (clp_min.report builds the graph). ``run_pool`` is the graph of
 trainings alone (every pi_ref, then its runs), used by the study on its own. Each
 run lands in the folder where ``setups.build_methods`` looks for it; every training
 seeds itself from its own configuration and the workers use one thread each, as
@@ -96,8 +97,8 @@ class Task:
 def run_graph(tasks: list, jobs: int, progress: bool = False, desc: str = "reproduce") -> dict:
     """Run ``tasks`` in ``jobs`` processes, each once all it needs is done; returns ``{key: result}``.
 
-    At most ``jobs`` tasks run at a time, so a task whose needs finish early (an evaluation) starts as
-    soon as a worker is free, beside the trainings still running. A worker's error is raised here.
+    At most ``jobs`` tasks run at a time; a free worker takes the costliest ready task (ties by key), so a
+    cheap task whose needs finish early waits for the costlier ready ones. A worker's error is raised here.
     """
     by_key = {t.key: t for t in tasks}
     if len(by_key) != len(tasks):
