@@ -9,7 +9,7 @@
     unconditioned GPT (the one-pass limit), decoding-time realignment (2 passes per token),
     two-model logit mixing (2 passes) and the conditioned model mixing at every call (the
     old ``sample``);
-(c) the ratios of (a) for a transformers GPT-2 of the same size through clp_min.hf.HFCausalLM
+(c) the ratios of (a) for a transformers GPT-2 of the same size through clp_min.interop.hf.HFCausalLM
     (needs the optional extra ``hf``; skipped without it; its per-example weightings are
     all distinct, and GPT-2's Conv1D layers take the vmap path).
 
@@ -200,7 +200,7 @@ def hf_forward_backward_table(cfg: BenchConfig, progress) -> list[dict]:
     """(c) The same forward + backward ratios for a transformers GPT-2 of the same size through HFCausalLM."""
     import transformers
 
-    from clp_min.hf import HFCausalLM
+    from clp_min.interop.hf import HFCausalLM
 
     transformers.logging.set_verbosity_error()
     torch.manual_seed(cfg.seed)
@@ -308,9 +308,9 @@ def main():
 
 
 def exact_gradient_row(repeats: int, out=None) -> dict:
-    """Issue 12 item 4: one exact-gradient step (clp_min.exact_pg) against one RLOO step (clp_min.rl).
+    """Issue 12 item 4: one exact-gradient step (clp_min.oracle.exact_pg) against one RLOO step (clp_min.rl).
 
-    The enumerable task and model of ``clp_min.exact_setups`` (V = 4, T = 4, 2 layers), CLP full, P = 8
+    The enumerable task and model of ``clp_min.studies.exact_setups`` (V = 4, T = 4, 2 layers), CLP full, P = 8
     prompts: the exact step sums over all 121 producible responses per prompt, RLOO samples n = 4.
     The exact step runs both routes to the token distributions (exact_pg.prefix_log_probs): the token
     tree (the default for the GPT) and depth by depth through the cache (any other policy).
@@ -318,7 +318,9 @@ def exact_gradient_row(repeats: int, out=None) -> dict:
     """
     import numpy as np
 
-    from clp_min import exact_pg, exact_setups, rl
+    from clp_min import rl, weightings
+    from clp_min.oracle import exact_pg
+    from clp_min.studies import exact_setups
     from clp_min import task as tk
     from clp_min.pretrain import model_config
 
@@ -332,12 +334,12 @@ def exact_gradient_row(repeats: int, out=None) -> dict:
     rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
     P, n = 8, 4
     N = len(exact_pg.producible_responses(task.vocab, task.response_len))
-    cases = {"exact": lambda: exact_pg.exact_step(policy, ref, opt, task, rl.draw_weightings(rng, P, 2, "uniform"),
+    cases = {"exact": lambda: exact_pg.exact_step(policy, ref, opt, task, weightings.draw_weightings(rng, P, 2, "uniform"),
                                                   0.1, gen, route="tree"),
              "exact (depth)": lambda: exact_pg.exact_step(policy, ref, opt, task,
-                                                          rl.draw_weightings(rng, P, 2, "uniform"), 0.1, gen,
+                                                          weightings.draw_weightings(rng, P, 2, "uniform"), 0.1, gen,
                                                           route="depth"),
-             "rloo": lambda: rl.rl_step(policy, ref, opt, task, rl.draw_weightings(rng, P, 2, "uniform"), n, 0.1, gen)}
+             "rloo": lambda: rl.rl_step(policy, ref, opt, task, weightings.draw_weightings(rng, P, 2, "uniform"), n, 0.1, gen)}
     with tqdm(total=repeats, disable=not sys.stderr.isatty(), desc="bench exact") as progress:
         times = round_robin(cases, repeats, progress)
     row = {"P": P, "responses_exact": P * N, "responses_rloo": P * n,
@@ -362,14 +364,15 @@ def exact_gradient_row(repeats: int, out=None) -> dict:
 
 
 def exact_evaluation_row(repeats: int, out=None) -> dict:
-    """Exact evaluation of one conditioned policy (clp_min.exact_setups.policy_log_policies): its token policy
+    """Exact evaluation of one conditioned policy (clp_min.studies.exact_setups.policy_log_policies): its token policy
     at 11 weightings on the 84 held-out prompts, through the token tree (``exact_pg.token_policies``) against
-    the padded pass of every prefix (``clp_min.exact.method_log_policies``, any method). CLP full, the
-    enumerable task and model of ``clp_min.exact_setups``. Prints seconds per evaluation and the ratio."""
+    the padded pass of every prefix (``clp_min.oracle.exact.method_log_policies``, any method). CLP full, the
+    enumerable task and model of ``clp_min.studies.exact_setups``. Prints seconds per evaluation and the ratio."""
     import numpy as np
 
-    from clp_min import evaluate as ev
-    from clp_min import exact, exact_pg, exact_setups
+    from clp_min.studies import evaluate as ev
+    from clp_min.oracle import exact, exact_pg
+    from clp_min.studies import exact_setups
     from clp_min import task as tk
     from clp_min.pretrain import model_config
     from theory.weights import simplex_grid

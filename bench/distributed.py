@@ -31,7 +31,8 @@ import torch  # noqa: E402
 from clp_min import distributed  # noqa: E402
 from clp_min.model import GPT  # noqa: E402
 from clp_min.pretrain import model_config  # noqa: E402
-from clp_min.train import TrainConfig, build_policy, step_streams  # noqa: E402
+from clp_min.config import TrainConfig
+from clp_min.train import build_policy, step_streams  # noqa: E402
 from clp_min import rl  # noqa: E402
 
 

@@ -26,7 +26,7 @@ def add_parsers(groups, with_train_options: bool = True) -> None:
 
 
 def _add_train_options(train) -> None:
-    from clp_min.train import TrainConfig, field_help
+    from clp_min.config import TrainConfig, field_help
 
     helps = field_help()
     for f in fields(TrainConfig):
@@ -65,7 +65,7 @@ def _add_eval_and_reproduce(groups) -> None:
                      help="read each setup's front.json when written at the same scale instead of re-evaluating")
     rep.add_argument("--jobs", type=int, default=1,
                      help="worker processes running the reproduce as one task graph: pi_refs, trainings, each "
-                          "setup's evaluation once its runs are trained, the claims (clp_min/jobs.py)")
+                          "setup's evaluation once its runs are trained, the claims (clp_min/studies/jobs.py)")
     rep.add_argument("--no-mechanisms", action="store_true",
                      help="skip issue 14's study (SVD-LoRA, soft tokens, prompts; training distribution of w)")
     rep.set_defaults(run=run_reproduce)
@@ -89,7 +89,7 @@ def _parse_field(f, text: str):
 
 def _launch_train(args, given: dict, cfg) -> int:
     """``--nproc N``: check what can be checked here, then run this command in N processes."""
-    from clp_min import distributed
+    from clp_min.interop import distributed
 
     if args.nproc < 1:
         raise ValueError(f"nproc: must be an integer >= 1, got {args.nproc}")
@@ -115,8 +115,10 @@ def _launch_train(args, given: dict, cfg) -> int:
 def run_train(args) -> int:
     import torch
 
-    from clp_min import distributed
-    from clp_min.train import TrainConfig, resume_config, train
+    from clp_min.interop import distributed
+    from clp_min.config import TrainConfig
+    from clp_min.run_folder import resume_config
+    from clp_min.train import train
 
     torch.set_num_threads(1)
     given = {}
@@ -147,7 +149,7 @@ def run_train(args) -> int:
 def run_eval(args) -> int:
     import torch
 
-    from clp_min.evaluate import evaluate_run
+    from clp_min.studies.evaluate import evaluate_run
 
     torch.set_num_threads(1)
     for name in ("grid", "prompts", "samples"):
@@ -164,8 +166,9 @@ def run_eval(args) -> int:
 def run_reproduce(args) -> int:
     import torch
 
-    from clp_min.report import EXACT_SETUPS, reproduce
-    from clp_min.setups import SETUPS
+    from clp_min.studies.report import EXACT_SETUPS
+    from clp_min.studies.reproduce import reproduce
+    from clp_min.studies.setups import SETUPS
 
     torch.set_num_threads(1)
     names = [s.strip() for s in args.setups.split(",") if s.strip()]

@@ -14,26 +14,25 @@ input-conditioned, both, or a plain model that ignores ``w``)::
 
 Policies: ``ParamConditioned`` (CLP / Rewarded Soups), ``InputConditioned`` (prompting),
 ``ParamConditioned.from_base(InputConditioned(...), m, scope)`` (both),
-``Unconditioned(model)`` (a plain GPT); on a frozen base (issue 14): ``SVDLoRA``
+``Unconditioned(model)`` (a plain GPT); on a frozen base (clp_min.mechanisms): ``SVDLoRA``
 (Panacea), ``SoftTokens``, ``PromptTokens`` (Personalized Soups). ``HFCausalLM(model)`` gives a Hugging Face causal LM
 (peft included) the plain-model convention, so it can be wrapped like a GPT. Plain models (``GPT``) are called
 ``model(idx, cache=None) -> (logits, cache)`` and are what the zero-shot decoding
 baselines (``logit_mix_sample``, ``realign_sample``) mix.
 """
+from clp_min import oracle
 from clp_min.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from clp_min.conditioning import (SCOPES, ParamConditioned, Unconditioned, check_w, describe_scope, mix_lora_delta,
-                                  mix_parameters, resolve_scope)
+from clp_min.conditioning import ParamConditioned, Unconditioned
 from clp_min.decoding import Decoded, logit_mix_sample, realign_sample, sample, sequence_logprobs
-from clp_min.hf import HFCausalLM
-from clp_min.input_cond import InputConditioned, WeightEmbedding
+from clp_min.interop.hf import HFCausalLM
+from clp_min.mechanisms import InputConditioned, PromptTokens, SoftTokens, SVDLoRA, WeightEmbedding
+from clp_min.mixing import check_w, mix_lora_delta, mix_parameters
 from clp_min.model import GPT, GPTConfig
-from clp_min.prompt_tokens import PromptTokens
-from clp_min.soft_tokens import SoftTokens
-from clp_min.svd_lora import SVDLoRA
+from clp_min.scope import SCOPES, describe_scope, resolve_scope
 
 __all__ = [
     "GPT", "GPTConfig", "ParamConditioned", "Unconditioned", "InputConditioned", "WeightEmbedding",
-    "SCOPES", "check_w", "mix_parameters", "mix_lora_delta", "resolve_scope", "describe_scope", "HFCausalLM", "Decoded", "sample", "logit_mix_sample", "realign_sample",
-    "sequence_logprobs", "Checkpoint", "save_checkpoint", "load_checkpoint", "SVDLoRA", "SoftTokens",
-    "PromptTokens",
+    "SCOPES", "check_w", "mix_parameters", "mix_lora_delta", "resolve_scope", "describe_scope", "HFCausalLM",
+    "Decoded", "sample", "logit_mix_sample", "realign_sample", "sequence_logprobs", "Checkpoint",
+    "save_checkpoint", "load_checkpoint", "SVDLoRA", "SoftTokens", "PromptTokens", "oracle",
 ]

@@ -15,13 +15,13 @@ header's ``__metadata__``::
     sha256  digest of format, spec and config and of the tensor payload (names,
             dtypes, shapes, bytes, sorted by name): editing any of them is detected
 
-Only the classes GPT, InputConditioned, ParamConditioned (its options and scoped
-parameter names recorded), Unconditioned, HFCausalLM and the mechanisms SVDLoRA,
-SoftTokens, PromptTokens (issue 14) can be rebuilt, from their
+Only the classes GPT, ParamConditioned (its options and scoped parameter names
+recorded), Unconditioned, HFCausalLM and the mechanisms of ``clp_min.mechanisms.BY_CLASS``
+(InputConditioned, SVDLoRA, SoftTokens, PromptTokens) can be rebuilt, from their
 constructor arguments; nothing is unpickled or evaluated. A transformers model is
 rebuilt from its recorded class and ``config.to_dict()`` by
 ``AutoModelForCausalLM.from_config`` only for a class transformers maps to that config
-(no ``trust_remote_code``), with its peft adapters re-attached (``clp_min.hf``).
+(no ``trust_remote_code``), with its peft adapters re-attached (``clp_min.interop.hf``).
 Before anything is allocated the spec is checked: at most ``MAX_SPEC_DEPTH`` levels
 of nesting, ``m <= MAX_M``, the mechanisms' sizes ``<= MAX_MECHANISM_SIZE`` and
 GPTConfig's size limits (clp_min.model; the sizes in a
@@ -49,17 +49,14 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from clp_min.conditioning import ParamConditioned, Unconditioned
-from clp_min.hf import HFCausalLM, build_hf, hf_spec
-from clp_min.input_cond import InputConditioned
+from clp_min.interop.hf import HFCausalLM, build_hf, hf_spec
+from clp_min.mechanisms import BY_CLASS
 from clp_min.model import GPT, GPTConfig
-from clp_min.prompt_tokens import PromptTokens
-from clp_min.soft_tokens import SoftTokens, base_config
-from clp_min.svd_lora import SVDLoRA
 
 FORMAT = "clp_min.checkpoint/2"
 MAX_SPEC_DEPTH = 8  # nesting of module specs (the deepest real one has 4 levels)
 MAX_M = 64  # policy copies / entries of w in a spec
-MAX_MECHANISM_SIZE = 4096  # rank, n_tokens, grid of the issue-14 mechanisms in a spec
+MAX_MECHANISM_SIZE = 4096  # rank, n_tokens, grid of the frozen-base mechanisms in a spec
 PARAM_OPTIONS = ("untie", "mix_tied", "frozen", "lora_mix")  # ParamConditioned's constructor options
 
 
@@ -72,8 +69,6 @@ def module_spec(module: nn.Module) -> dict:
     """The JSON-able constructor arguments that rebuild ``module`` (without its tensors)."""
     if isinstance(module, GPT):
         return {"class": "GPT", "config": asdict(module.config)}
-    if isinstance(module, InputConditioned):
-        return {"class": "InputConditioned", "m": module.m, "mode": module.mode, "model": module_spec(module.model)}
     if isinstance(module, ParamConditioned):
         return {"class": "ParamConditioned", "m": module.m, "scope": module.scope, "names": module.names,
                 **{k: getattr(module, k) for k in PARAM_OPTIONS}, "module": module_spec(module.base)}
@@ -81,18 +76,11 @@ def module_spec(module: nn.Module) -> dict:
         return hf_spec(module)
     if isinstance(module, Unconditioned):
         return {"class": "Unconditioned", "model": module_spec(module.model)}
-    if isinstance(module, SVDLoRA):  # the GPT's config: adapters are rebuilt from rank and layers
-        return {"class": "SVDLoRA", "m": module.m, "rank": module.rank, "layers": module.layers,
-                "model": {"class": "GPT", "config": asdict(module.model.config)}}
-    if isinstance(module, SoftTokens):  # the GPT before its prefix rows were added
-        return {"class": "SoftTokens", "m": module.m, "n_tokens": module.n_tokens,
-                "model": {"class": "GPT", "config": asdict(base_config(module.model, module.n_tokens))}}
-    if isinstance(module, PromptTokens):
-        return {"class": "PromptTokens", "m": module.m, "grid": module.grid,
-                "model": {"class": "GPT", "config": asdict(base_config(module.model, module.m))}}
+    for name, cls in BY_CLASS.items():  # clp_min.mechanisms
+        if isinstance(module, cls):
+            return {"class": name, **module.spec(module_spec)}
     raise ValueError(f"model: cannot checkpoint a {type(module).__name__}; "
-                     f"expected GPT, InputConditioned, ParamConditioned, Unconditioned, HFCausalLM, SVDLoRA, "
-                     f"SoftTokens or PromptTokens")
+                     f"expected GPT, ParamConditioned, Unconditioned, HFCausalLM or one of {sorted(BY_CLASS)}")
 
 
 def check_spec(spec, depth: int = 0) -> None:
@@ -126,8 +114,6 @@ def _build(spec: dict) -> nn.Module:
     kind = spec.get("class") if isinstance(spec, dict) else None
     if kind == "GPT":
         return GPT(GPTConfig(**spec["config"]))
-    if kind == "InputConditioned":
-        return InputConditioned(_build(spec["model"]), spec["m"], spec["mode"])
     if kind == "ParamConditioned":
         scope = spec["scope"] if isinstance(spec["scope"], str) else list(spec["scope"])
         wrapper = ParamConditioned.from_base(_build(spec["module"]), spec["m"], scope,
@@ -140,12 +126,8 @@ def _build(spec: dict) -> nn.Module:
         return build_hf(spec)
     if kind == "Unconditioned":
         return Unconditioned(_build(spec["model"]))
-    if kind == "SVDLoRA":
-        return SVDLoRA(_build(spec["model"]), spec["m"], spec["rank"], spec["layers"])
-    if kind == "SoftTokens":
-        return SoftTokens(_build(spec["model"]), spec["m"], spec["n_tokens"])
-    if kind == "PromptTokens":
-        return PromptTokens(_build(spec["model"]), spec["m"], spec["grid"])
+    if kind in BY_CLASS:  # clp_min.mechanisms
+        return BY_CLASS[kind].from_spec(spec, _build)
     raise ValueError(f"checkpoint: unknown module class {kind!r} in spec")
 
 

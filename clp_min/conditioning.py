@@ -14,18 +14,9 @@ finetuned experts and never trained further, the wrapper *is* Rewarded Soups
     logits, cache = pc(w, idx, cache=None)    # w: [m] for the batch, or [B, m] per example
     plain = pc.policy_at(w)                   # an ordinary module with theta_c(w) loaded
 
-Scopes (fnmatch patterns matched against every parameter name, aliases included):
-``"full"`` every parameter; ``"attn"`` the attention projections (``*.attn.c_attn.*``,
-``*.attn.c_proj.*`` of this project's GPT and of transformers GPT-2;
-``*.self_attn.{q,k,v,o}_proj.*`` of Llama-style models); ``"logit"`` the unembedding
-(``lm_head.*``, also inside a wrapper); ``"lora"`` the peft LoRA factors only; or a list
-of patterns. A scope that matches no parameter is refused with the names it saw;
-``describe_scope(module, scope)`` lists what a scope selects.
-
-Frozen parameters (``requires_grad=False``, e.g. the base weights of a peft model) stay
-frozen: selected, their copies are frozen too (``frozen="mix"``, default);
-``frozen="skip"`` leaves them out of every scope (on a peft model ``"attn"`` then selects
-only the LoRA factors inside attention); ``frozen="train"`` makes their copies trainable.
+Scopes (clp_min.scope): ``"full"``, ``"attn"``, ``"logit"``, ``"lora"`` or a list of
+parameter-name patterns; frozen parameters stay frozen (``frozen="mix"``, default), are
+left out (``"skip"``) or get trainable copies (``"train"``).
 
 Tied weights. A parameter shared by two names (a GPT's token embedding and unembedding,
 transformers' ``tie_word_embeddings``) that a scope selects under one name only (scope
@@ -67,8 +58,6 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
-import re
-from fnmatch import fnmatch
 
 import torch
 import torch.nn as nn
@@ -77,177 +66,8 @@ from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from clp_min.per_example import (check_batched, equal_runs, equal_sizes, group_order, group_rows, mixable,
                                  mixing_layers, mixing_outputs, permute_batch, run_grouped)
-from theory.checks import check_weights
-
-SCOPES = {
-    "full": ["*"],
-    "attn": ["*.attn.c_attn.*", "*.attn.c_proj.*",  # clp_min GPT, transformers GPT-2
-             "*.self_attn.q_proj.*", "*.self_attn.k_proj.*",  # Llama, Mistral, Qwen, ...
-             "*.self_attn.v_proj.*", "*.self_attn.o_proj.*"],
-    "logit": ["lm_head.*", "*.lm_head.*"],
-    "lora": ["*.lora_A.*", "*.lora_B.*", "*.lora_embedding_A.*", "*.lora_embedding_B.*"],  # peft LoRA factors
-}
-FROZEN = ("skip", "mix", "train")
-LORA_MIX = ("delta", "factors")
-_LORA = re.compile(r"^(.*\.lora_(?:embedding_)?)([AB])(\..+)$")  # prefix, factor, adapter (and .weight)
-
-
-def mix_parameters(theta: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """theta(w) = sum_i w_i theta_i (CLP, Rewarded Soups): the PyTorch twin of theory.mixing.mix_parameters.
-
-    Args: ``theta`` ``[m, ...]`` the copies; ``w`` ``[m]`` or ``[B, m]``.
-    Returns ``[...]`` or ``[B, ...]``.
-    """
-    return torch.tensordot(w, theta, dims=([-1], [0]))  # (B, ...) or (...)
-
-
-class MixParameters(torch.autograd.Function):
-    """``theta_k(w) = sum_i w_i theta_k[i]`` for every scoped tensor k at once, ``w [m]``.
-
-    The same sums as ``mix_parameters``, as one autograd node over all tensors
-    (multi-tensor ``_foreach`` ops): mixing a few dozen tensors one ``tensordot`` each
-    cost about 10% of a forward + backward of the small GPT (bench/clp_min.py).
-    Backward: ``d theta_k[i] = w_i d theta_k``, ``d w_i = sum_k <theta_k[i], d theta_k>``.
-    """
-
-    @staticmethod
-    def forward(ctx, w, *thetas):
-        ctx.save_for_backward(w, *thetas)
-        out = torch._foreach_mul([t[0] for t in thetas], w[0])
-        for i in range(1, w.numel()):
-            torch._foreach_add_(out, torch._foreach_mul([t[i] for t in thetas], w[i]))
-        return tuple(out)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        w, *thetas = ctx.saved_tensors
-        d_thetas = [g.unsqueeze(0) * w.view(-1, *[1] * g.dim()) for g in grads]  # (m, ...) each
-        d_w = None
-        if ctx.needs_input_grad[0]:
-            d_w = torch.stack([sum((t[i] * g).sum() for t, g in zip(thetas, grads)) for i in range(w.numel())])
-        return (d_w, *d_thetas)
-
-
-def mix_lora_delta(A: torch.Tensor, B: torch.Tensor, w: torch.Tensor) -> tuple:
-    """LoRA factors of rank m r whose product is the mixed weight change: B(w) A(w) = sum_i w_i B_i A_i.
-
-    A(w) stacks the scaled ``w_i A_i`` along the rank axis and B(w) the ``B_i``, so the
-    module computes ``sum_i w_i Delta W_i`` (Delta W_i = B_i A_i times peft's scaling): the
-    soup of the merged experts, linear in ``w``. Factor-wise mixing
-    ``(sum_i w_i B_i)(sum_i w_i A_i)`` is not (its cross terms ``w_i w_j B_i A_j``).
-
-    Args: ``A`` ``[m, r, ...]`` (rank on dim 0 of each copy: Linear, Embedding, Conv);
-    ``B`` ``[m, out, r, ...]`` (rank on dim 1); ``w`` ``[m]`` or ``[B, m]``.
-    Returns ``(A(w) [m r, ...], B(w) [out, m r, ...])``, with a leading ``[B]`` for per-example ``w``.
-    """
-    m, r = A.shape[:2]
-    wA = w.reshape(*w.shape, *[1] * (A.dim() - 1)) * A  # (m, r, ...) or (B, m, r, ...)
-    A_w = wA.reshape(*w.shape[:-1], m * r, *A.shape[2:])  # (m r, ...) or (B, m r, ...)
-    B_w = B.movedim(0, 1).reshape(B.size(1), m * r, *B.shape[3:])  # (out, m r, ...)
-    if w.dim() == 2:
-        B_w = B_w.expand(w.size(0), *B_w.shape)  # (B, out, m r, ...), a view
-    return A_w, B_w
-
-
-def check_w(w, m: int, field: str = "w") -> torch.Tensor:
-    """A weighting ``[m]`` or per-example weightings ``[B, m]`` on the simplex, as a float tensor.
-
-    Refused with a ValueError naming ``field``: wrong length, negative, non-finite,
-    not summing to 1 within 1e-6 (theory.checks.check_weights); never renormalised.
-    """
-    t = torch.as_tensor(w)
-    if t.dim() not in (1, 2):
-        raise ValueError(f"{field}: expected a weighting [m] or per-example weightings [B, m], "
-                         f"got shape {tuple(t.shape)}")
-    check_weights(t.detach().cpu().double().numpy(), m, field)
-    return t if t.is_floating_point() else t.double()
-
-
-def scope_patterns(scope) -> list:
-    """The fnmatch patterns of a scope name (``SCOPES``) or of a list of patterns."""
-    if isinstance(scope, str):
-        if scope not in SCOPES:
-            raise ValueError(f"scope: unknown scope {scope!r}; use one of {sorted(SCOPES)} "
-                             f"or a list of parameter-name patterns")
-        return SCOPES[scope]
-    patterns = list(scope) if isinstance(scope, (list, tuple)) else []
-    if not patterns or not all(isinstance(p, str) for p in patterns):
-        raise ValueError(f"scope: expected a scope name or a non-empty list of patterns, got {scope!r}")
-    return patterns
-
-
-def _name_shapes(module: nn.Module, limit: int = 12) -> str:
-    """Distinct parameter names with layer numbers written ``*`` (what a user needs to write a pattern)."""
-    seen = list(dict.fromkeys(re.sub(r"\.\d+\.", ".*.", n) for n, _ in module.named_parameters()))
-    return ", ".join(seen[:limit]) + (f", ... ({len(seen)} in all)" if len(seen) > limit else "")
-
-
-def resolve_scope(module: nn.Module, scope, frozen: str = "mix") -> dict:
-    """The parameters a scope selects: ``{canonical name: [every alias name]}``.
-
-    The canonical name is the one ``named_parameters()`` reports; tied parameters
-    have more than one alias and are selected whole if any alias matches.
-    Frozen parameters (``requires_grad=False``, e.g. the base weights under peft LoRA)
-    are left out when ``frozen="skip"``.
-    """
-    patterns = scope_patterns(scope)
-    if frozen not in FROZEN:
-        raise ValueError(f"frozen: must be one of {FROZEN}, got {frozen!r}")
-    aliases = {}
-    for name, p in module.named_parameters(remove_duplicate=False):
-        aliases.setdefault(id(p), []).append(name)
-    chosen, skipped = {}, 0
-    for name, p in module.named_parameters():
-        if any(fnmatch(alias, pat) for alias in aliases[id(p)] for pat in patterns):
-            if p.requires_grad or frozen != "skip":
-                chosen[name] = aliases[id(p)]
-            else:
-                skipped += 1
-    if not chosen:
-        why = (f" except {skipped} frozen ones (frozen='skip' leaves them out)" if skipped
-               else f"; its parameters are named like: {_name_shapes(module)}")
-        raise ValueError(f"scope: {scope!r} matches no parameter of {type(module).__name__}{why}")
-    return chosen
-
-
-def _tied_outside(scope, chosen: dict) -> dict:
-    """``{name: [aliases the scope does not match]}`` for selected parameters tied to unselected names."""
-    patterns = scope_patterns(scope)
-    out = {}
-    for name, names in chosen.items():
-        outside = [a for a in names if not any(fnmatch(a, pat) for pat in patterns)]
-        if outside:
-            out[name] = outside
-    return out
-
-
-def describe_scope(module: nn.Module, scope, frozen: str = "mix") -> str:
-    """What ``scope`` selects in ``module``, one line per parameter (name, shape, aliases), for printing."""
-    chosen = resolve_scope(module, scope, frozen)
-    tied = _tied_outside(scope, chosen)
-    lines = []
-    for name, names in chosen.items():
-        p = module.get_parameter(name)
-        note = f"  tied to {', '.join(tied[name])} (needs untie=True or mix_tied=True)" if name in tied else ""
-        lines.append(f"{name} {tuple(p.shape)}{'' if p.requires_grad else ' frozen'}{note}")
-    total = sum(module.get_parameter(n).numel() for n in chosen)
-    lines.append(f"{len(chosen)} tensors, {total} of {sum(p.numel() for p in module.parameters())} "
-                 f"parameters selected by scope {scope!r}")
-    return "\n".join(lines)
-
-
-def _owner(module: nn.Module, name: str):
-    path, _, attr = name.rpartition(".")
-    return (module.get_submodule(path) if path else module), attr
-
-
-def _untie_configs(module: nn.Module) -> None:
-    """Tell transformers configs inside ``module`` that its embeddings are now untied (save/reload keep it)."""
-    for sub in module.modules():
-        config = getattr(sub, "config", None)
-        if getattr(config, "tie_word_embeddings", False) is True:
-            config.tie_word_embeddings = False
-
+from clp_min.mixing import MixParameters, check_w, mix_lora_delta, mix_parameters
+from clp_min.scope import LORA_MIX, _lora_pairs, _owner, _tied_outside, _untie_configs, resolve_scope
 
 class ParamConditioned(nn.Module):
     """``module`` run with its scoped parameters mixed as ``theta_c(w) = sum_i w_i theta_i``.
@@ -567,23 +387,6 @@ def at_weighting(policy, w):
             yield model
     else:
         yield lambda *args, **kwargs: policy(w, *args, **kwargs)
-
-
-def _lora_pairs(names: list) -> dict:
-    """``{lora_A name: lora_B name}`` for every peft LoRA pair among ``names``; a lone factor is refused."""
-    pairs = {}
-    for name in names:
-        match = _LORA.match(name)
-        if match is None:
-            continue
-        prefix, factor, rest = match.groups()
-        partner = f"{prefix}{'B' if factor == 'A' else 'A'}{rest}"
-        if partner not in names:
-            raise ValueError(f"scope: selects LoRA factor {name} but not {partner}; lora_mix='delta' mixes "
-                             f"B_i A_i and needs both (or pass lora_mix='factors')")
-        if factor == "A":
-            pairs[name] = partner
-    return pairs
 
 
 class Unconditioned(nn.Module):

@@ -9,7 +9,7 @@
 
 ``policy`` follows the convention ``policy(w, idx, cache=None) -> (logits, cache)``;
 the baselines mix plain models ``model(idx, cache=None) -> (logits, cache)``. A Hugging
-Face model gets that convention from ``clp_min.hf.HFCausalLM``; its bare ``ModelOutput``
+Face model gets that convention from ``clp_min.interop.hf.HFCausalLM``; its bare ``ModelOutput``
 is refused. The
 mixing itself is theory.mixing.logit_mix / kl_weight_mix (the one implementation;
 float64 numpy, per step on ``[B, V]`` rows, which is cheap at this size).
@@ -36,7 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clp_min.conditioning import at_weighting, check_w
+from clp_min.conditioning import at_weighting
+from clp_min.mixing import check_w
 from clp_min.model import check_same_vocab
 from theory.checks import check_lam
 from theory.mixing import kl_weight_mix, logit_mix
@@ -60,7 +61,7 @@ def _pair(out):
     """A model call's ``(logits, cache)``; a transformers ``ModelOutput`` is refused, naming the adapter."""
     if not isinstance(out, tuple):
         raise ValueError(f"model: returned a {type(out).__name__}, not (logits, cache); wrap a Hugging Face "
-                         f"model as clp_min.hf.HFCausalLM(model)")
+                         f"model as clp_min.interop.hf.HFCausalLM(model)")
     return out
 
 
@@ -77,7 +78,7 @@ def _check_decode_args(prompt, max_new_tokens, temperature, top_k):
 
 def draw_tokens(probs: torch.Tensor, generator) -> torch.Tensor:
     """One token per row ``[B, 1]``. ``generator``: None, one torch.Generator, or a list of G
-    generators, one per consecutive group of B / G rows (per-prompt streams, clp_min.distributed).
+    generators, one per consecutive group of B / G rows (per-prompt streams, clp_min.interop.distributed).
     Draws happen on the generators' device (a CPU generator serves a CUDA model)."""
     gens = generator if isinstance(generator, (list, tuple)) else [generator]
     groups = probs.split(probs.size(0) // len(gens))  # G x (B / G, V)

@@ -21,7 +21,7 @@ hanging below the cache (and the prefix, if any), not one sequence. Token ``i`` 
 ``L + P + depth[i]`` and attends to every cached and prefix row and to the new tokens ``j`` with
 ``visible[i, j]`` (its ancestors and itself). One call then gives the logits after every
 node, as if each root-to-node path had been fed through the cache on its own (tested;
-clp_min.exact_pg lists every response this way).
+clp_min.oracle.exact_pg lists every response this way).
 
 Tied weights (``tie_weights=True``): ``lm_head.weight`` is the same Parameter as
 ``transformer.wte.weight`` (nanoGPT). ``named_parameters()`` lists it once, as
@@ -170,7 +170,7 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
 
-    accepts_tree = True  # forward takes tree=TokenTree (clp_min.exact_pg asks)
+    accepts_tree = True  # forward takes tree=TokenTree (clp_min.oracle.exact_pg asks)
 
     def __init__(self, config: GPTConfig):
         super().__init__()

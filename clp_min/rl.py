@@ -31,31 +31,7 @@ import torch
 from clp_min import task as tk
 from clp_min.conditioning import Unconditioned
 from clp_min.decoding import sample, sequence_logprobs
-from theory.weights import sample_dirichlet, sample_with_vertices
-
-WEIGHTINGS = ("dirichlet", "uniform", "vertices", "fixed")
-
-
-def draw_weightings(rng: np.random.Generator, P: int, m: int, kind: str, alpha: float = 1.0,
-                    p_vertex: float = 0.25, fixed=None) -> np.ndarray:
-    """One weighting per prompt ``[P, m]`` from the training distribution D (theory.weights)."""
-    if kind == "dirichlet":
-        return sample_dirichlet(rng, P, m, alpha)
-    if kind == "uniform":
-        return sample_dirichlet(rng, P, m, 1.0)
-    if kind == "vertices":
-        return sample_with_vertices(rng, P, m, alpha, p_vertex)
-    if kind == "fixed":
-        return np.repeat(np.asarray(fixed, dtype=np.float64)[None], P, axis=0)
-    raise ValueError(f"weights: unknown kind {kind!r}; choose from {WEIGHTINGS}")
-
-
-def reward_vectors(cfg: tk.TaskConfig, prompts: torch.Tensor, responses: torch.Tensor,
-                   steer_kl: bool) -> torch.Tensor:
-    """The task's rewards ``[B, m]``; for KL steering the single reward R becomes ``(0, R)``."""
-    r = tk.rewards(cfg, prompts, responses)
-    return torch.cat([torch.zeros_like(r), r], dim=1) if steer_kl else r
-
+from clp_min.task import draw_prompts, reward_vectors
 
 def pad_responses(tokens: torch.Tensor, T: int) -> torch.Tensor:
     """Decoding stops once every sequence has ended; pad to ``[B, T]`` with the forced EOS."""
@@ -77,14 +53,6 @@ def leave_one_out_advantages(R: torch.Tensor) -> torch.Tensor:
     return R - (R.sum(dim=1, keepdim=True) - R) / (n - 1)
 
 
-def draw_prompts(cfg: tk.TaskConfig, P: int, generator) -> torch.Tensor:
-    """``[P, L]`` training prompts (never held out, ``task.is_heldout``) from one torch.Generator, or one
-    prompt from each of P generators."""
-    if isinstance(generator, (list, tuple)):
-        return torch.cat([tk.sample_prompts(cfg, 1, g, split="train") for g in generator])
-    return tk.sample_prompts(cfg, P, generator, split="train")
-
-
 def rl_step(policy, pi_ref, optimizer, cfg: tk.TaskConfig, w_prompts: np.ndarray, n: int, beta: float,
             generator: torch.Generator, steer_kl: bool = False) -> dict:
     """One RLOO update of ``policy`` on ``P = len(w_prompts)`` fresh training prompts with ``n`` samples each.
@@ -94,7 +62,7 @@ def rl_step(policy, pi_ref, optimizer, cfg: tk.TaskConfig, w_prompts: np.ndarray
         pi_ref: the frozen reference, a plain GPT.
         w_prompts: ``[P, m]`` one weighting per prompt (already drawn and checked).
         generator: one torch.Generator for prompts and samples, or P of them, one per prompt
-            (per-prompt streams, clp_min.distributed).
+            (per-prompt streams, clp_min.interop.distributed).
     Returns: scalar statistics of the batch (rewards ``[m]`` means, KL, objective, loss).
     """
     P = w_prompts.shape[0]

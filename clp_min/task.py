@@ -228,3 +228,18 @@ def all_responses(cfg: TaskConfig) -> torch.Tensor:
     index = torch.arange(V ** T)
     digits = [(index // V ** (T - 1 - t)) % V for t in range(T)]
     return torch.stack(digits, dim=1)
+
+
+def reward_vectors(cfg: TaskConfig, prompts: torch.Tensor, responses: torch.Tensor,
+                   steer_kl: bool) -> torch.Tensor:
+    """The task's rewards ``[B, m]``; for KL steering the single reward R becomes ``(0, R)``."""
+    r = rewards(cfg, prompts, responses)
+    return torch.cat([torch.zeros_like(r), r], dim=1) if steer_kl else r
+
+
+def draw_prompts(cfg: TaskConfig, P: int, generator) -> torch.Tensor:
+    """``[P, L]`` training prompts (never held out, ``task.is_heldout``) from one torch.Generator, or one
+    prompt from each of P generators."""
+    if isinstance(generator, (list, tuple)):
+        return torch.cat([sample_prompts(cfg, 1, g, split="train") for g in generator])
+    return sample_prompts(cfg, P, generator, split="train")

@@ -5,7 +5,7 @@ import copy
 
 import torch
 
-from clp_min.conditioning import resolve_scope
+from clp_min.scope import resolve_scope
 
 
 def perturbed_experts(base: torch.nn.Module, scope, m: int, seed: int = 0, scale: float = 0.3) -> list:

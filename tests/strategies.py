@@ -22,7 +22,7 @@ identities then read 0 = 0). Arrays are therefore drawn element by element
 (``fill=st.nothing()``), continuous values come from a drawn seed through numpy
 (so they are spread out; shrinking still goes to seed 0), and trees default to
 ``T >= 2`` and ``m >= 2`` (with T = 1 or m = 1 the zero-shot gap is exactly 0).
-``tests/test_strategies.py`` measures the share of degenerate draws (<= 20%).
+``tests/theory/test_strategies.py`` measures the share of degenerate draws (<= 20%).
 """
 from __future__ import annotations
 

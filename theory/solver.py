@@ -27,7 +27,7 @@ import numpy as np
 from theory.checks import check_beta, check_weights, finite_array
 from theory.instances import Bandit
 
-# Measured on 600 random bandits (tests/test_solver.py's strategies, beta from 1e-2 to 1e2): at 1e-12
+# Measured on 600 random bandits (tests/theory/test_solver.py's strategies, beta from 1e-2 to 1e2): at 1e-12
 # (static regularisation lowered from 1e-8 to 1e-10) Clarabel answers about 3 problems in 4 with tables
 # within 1e-7 of the closed form; the rest end 'optimal_inaccurate' and ECOS at its default
 # tolerances (1e-8) answers (tighter ECOS tolerances fail outright). Objectives then stay within

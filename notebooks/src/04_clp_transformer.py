@@ -15,7 +15,7 @@
 #    and with the **exact optimum** `pi*_w`.
 #
 # The task is small enough that every possible response can be listed (the "enumerable"
-# configuration, the `enum` setup of `clp_min.setups`, here with shorter training), so
+# configuration, the `enum` setup of `clp_min.studies.setups`, here with shorter training), so
 # step 4 is exact: each method's expected rewards, KL and objective are computed by summing
 # over all responses, with no sampling noise, and the optimum comes from `theory/`.
 #
@@ -33,11 +33,13 @@ import numpy as np
 import torch
 
 from clp_min import GPT, ParamConditioned, sample
-from clp_min import evaluate as ev
+from clp_min.studies import evaluate as ev
 from clp_min import task as tk
 from clp_min.checkpoint import save_checkpoint
 from clp_min.pretrain import model_config, pretrain
-from clp_min.train import TrainConfig, load_reference, load_trained, train
+from clp_min.config import TrainConfig
+from clp_min.run_folder import load_reference, load_trained
+from clp_min.train import train
 from theory.weights import simplex_grid
 
 torch.set_num_threads(1)
@@ -175,10 +177,10 @@ for w in ([1.0, 0.0], [0.5, 0.5], [0.0, 1.0]):
 #   experts (notebooks 01 and 02); it needs two model calls per token,
 # * **pi_ref**: the reference, the same for every `w`.
 #
-# `clp_min.evaluate.exact_front` turns each of 16 held-out prompts (section 5: training never
+# `clp_min.studies.evaluate.exact_front` turns each of 16 held-out prompts (section 5: training never
 # draws them) into a token tree (the
 # reference's token distribution at every prefix, the rewards at the 256 leaves; see
-# `clp_min.exact`), reads each method's token distributions at every prefix, and computes
+# `clp_min.oracle.exact`), reads each method's token distributions at every prefix, and computes
 # exact rewards `R(w)`, KL `K(w)` and objective `J_w`, averaged over the prompts. The exact
 # optimum `pi*_w` of each tree comes from `theory.tree`. The grid has 11 weightings. The
 # score is the **normalised regret** `(J_w(pi*_w) - J_w(pi)) / (J_w(pi*_w) - J_w(pi_ref))`:
@@ -281,7 +283,7 @@ assert all(regret[n][-1] > 0.2 and exact["methods"][n]["kl"][-1] < exact["optima
 # * **The exact gradient.** With 4 tokens and responses of 4, a prompt has 121 producible
 #   responses (content tokens, then EOS to the end), so `J_w(x) = sum_y pi(y|x) [w . r -
 #   beta (log pi - log pi_ref)]` is a finite sum and autograd gives its gradient with no
-#   sampling (`clp_min.exact_pg`, `clp train --estimator exact`). The cell checks it against
+#   sampling (`clp_min.oracle.exact_pg`, `clp train --estimator exact`). The cell checks it against
 #   `exact_front`'s objective for the CLP above, an independent route through `theory/`.
 # * **The knob.** Reward `knob_s = (1 - s)(coverage + 2 [empty]) + s brevity`, paired with
 #   coverage. At `s = 0` the two rewards differ only through the first token (empty or not),
@@ -293,8 +295,8 @@ assert all(regret[n][-1] > 0.2 and exact["methods"][n]["kl"][-1] < exact["optima
 # %%
 from scipy.stats import spearmanr
 
-from clp_min import exact_pg
-from clp_min import exact_setups as xs
+from clp_min.oracle import exact_pg
+from clp_min.studies import exact_setups as xs
 
 every = tk.all_prompts(task)  # (729, L)
 held = every[tk.is_heldout(every)]
@@ -332,7 +334,7 @@ assert spearmanr(eps_1, [k["ideal"] for k in knob]).statistic >= 0.8  # regret g
 # zero-shot method (per-token logit mixing of the exact per-reward optima, no training) is
 # exact at `eps_1 = 0` and loses more as `eps_1` grows. Whether a trained CLP beats it
 # where it loses is the experiment of `clp reproduce` (setups `enum_exact` and `sweep`,
-# `clp_min.exact_setups`): per-reward experts and CLP full trained with the exact gradient
+# `clp_min.studies.exact_setups`): per-reward experts and CLP full trained with the exact gradient
 # for each of 8 strengths and 3 seeds. The next cell draws the committed full run from
 # `results/clp_min` (it reads files; nothing is trained here).
 
