@@ -28,7 +28,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import torch  # noqa: E402
 
-from clp_min import distributed  # noqa: E402
+from clp_min.interop import distributed  # noqa: E402
 from clp_min.model import GPT  # noqa: E402
 from clp_min.pretrain import model_config  # noqa: E402
 from clp_min.config import TrainConfig

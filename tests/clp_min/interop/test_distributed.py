@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from clp_cli.main import main
-from clp_min import rl
 from clp_min.interop import distributed
 from clp_min.studies import exact_setups as xs
 from clp_min.checkpoint import save_checkpoint
