@@ -15,7 +15,7 @@
 
     python bench/clp_min.py [--out DIR]
 
-Prints the tables and then the issue table (``Row``: measure, ratio, goal); with ``--out``
+Prints the tables and then the goals table (``Row``: measure, ratio, goal); with ``--out``
 also writes ``clp_min_bench.json``. The cases are timed in turn within each of ``--repeats``
 rounds (after one warm-up run) and each ratio is the median of the per-round ratios, which
 tolerates a shared, busy CPU. The GPT is untied, so scope ``logit`` mixes the unembedding only.
@@ -44,7 +44,7 @@ from clp_min.per_example import group_rows  # noqa: E402
 
 @dataclass
 class Row:
-    """One line of the issue table: a ratio measured in this run and its goal."""
+    """One line of the goals table: a ratio measured in this run and its goal."""
 
     measure: str
     ratio: float

@@ -7,14 +7,14 @@
 (b) ``theory.solve.solve_tree`` (optimum, zero-shot mixture, gap and its ingredients) per
     leaf-weighting pair, against one bare ``scipy.special.logsumexp`` over an array of the
     same size ``[K, n_leaves]`` (reduced over sibling groups ``[K, n_leaves / V, V]``, the
-    operation one level of soft values performs; the issue's baseline), and against the
+    operation one level of soft values performs; the baseline), and against the
     fast one pass solve_tree itself uses (``theory.tree.logsumexp_rows`` over ``[K, V,
     n_leaves / V]``), on a tree of ~1e6 leaves and a small one; with the peak memory of
     one solve (``tracemalloc``, a separate untimed run).
 
     python bench/theory.py [--out DIR]
 
-Prints two markdown tables and the issue table (ratio and goal); with ``--out`` also writes
+Prints two markdown tables and the goals table (ratio and goal); with ``--out`` also writes
 ``theory_bench.json``. Each case
 is run once to warm up, then timed ``--repeats`` times (fewer for the big tree); the
 minimum and the median are reported. Bandit ratios are taken between minima; the tree's

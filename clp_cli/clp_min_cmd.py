@@ -1,4 +1,4 @@
-"""`clp train`, `clp eval`, `clp reproduce` (clp_min, issue 5). Entry points only: no math lives here.
+"""`clp train`, `clp eval`, `clp reproduce` (clp_min). Entry points only: no math lives here.
 
     clp train --conditioning attn --steps 300 --out runs/clp   # every TrainConfig field is an option
     clp train --out runs/clp --steps 600 --resume              # continue exactly where it stopped
@@ -67,7 +67,7 @@ def _add_eval_and_reproduce(groups) -> None:
                      help="worker processes running the reproduce as one task graph: pi_refs, trainings, each "
                           "setup's evaluation once its runs are trained, the claims (clp_min/studies/jobs.py)")
     rep.add_argument("--no-mechanisms", action="store_true",
-                     help="skip issue 14's study (SVD-LoRA, soft tokens, prompts; training distribution of w)")
+                     help="skip the mechanisms study (SVD-LoRA, soft tokens, prompts; training distribution of w)")
     rep.set_defaults(run=run_reproduce)
 
 

@@ -1,4 +1,4 @@
-"""`clp toy ...` commands: the simulations of toy/ (issue 3). No math lives here."""
+"""`clp toy ...` commands: the simulations of toy/. No math lives here."""
 from __future__ import annotations
 
 import sys

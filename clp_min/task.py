@@ -23,7 +23,7 @@ Rewards (each in [0, 1], higher is better), chosen to pull apart:
   included, so it conflicts with brevity and only partly agrees with coverage
   (which ignores order and repetition).
 - ``knob``      = (1 - s) * (coverage + 2 [y' empty]) + s * brevity, with ``s = strength``
-  in [0, 1]: the misalignment knob (issue 9), paired with ``coverage``. Then
+  in [0, 1]: the misalignment knob, paired with ``coverage``. Then
   ``coverage - knob = s (coverage - brevity) - 2 (1 - s) [y' empty]``; the second
   term depends on the first response token only (the response is empty iff
   ``y_1 = EOS``), so at ``s = 0`` the two rewards differ by a function of the

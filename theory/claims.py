@@ -2,7 +2,7 @@
 
 Each row compares two independent routes (closed form vs enumeration, vs a conic
 solver, vs sympy). Thresholds are numerical tolerances fixed before running:
-1e-9 for float64 identities, 1e-6 for the conic solver (THEORY.md, issue 2).
+1e-9 for float64 identities, 1e-6 for the conic solver (THEORY.md).
 ``clp reproduce`` prints these rows next to the toy and clp_min targets.
 """
 from __future__ import annotations

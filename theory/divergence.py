@@ -1,4 +1,4 @@
-"""KL divergences and the Hölder gap written as sums of non-negative terms (issue 11).
+"""KL divergences and the Hölder gap written as sums of non-negative terms (docs/limits.md).
 
 ``KL(p || q) = sum_y p log(p/q)`` summed naively carries rounding of either sign,
 and a gap ``beta * KL`` multiplies that noise by beta (1e12 turns 1e-16 into

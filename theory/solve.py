@@ -47,7 +47,7 @@ def solve_tree(tree: Tree, w: np.ndarray, beta: float) -> dict:
     against the token route and enumeration). Beyond it the closed forms carry rounding
     that no longer vanishes (``beta eps |log Z|`` in ``beta KL``; ``eps |r| / beta`` in the
     mixture's log-probabilities), so the token route below runs, whose per-token
-    log-softmax and KL terms stay exact across the range (issue 11).
+    log-softmax and KL terms stay exact across the range (docs/limits.md).
     """
     beta_max, ratio_max = FAST_TREE_RANGE
     if beta <= beta_max and np.abs(tree.rewards).max() / beta <= ratio_max:

@@ -1,4 +1,4 @@
-"""Experiments E1..E6 of issue 3: each a function from a config to a results dict (numbers only).
+"""Experiments E1..E6: each a function from a config to a results dict (numbers only).
 
 Thresholds and PASS/FAIL live in ``toy.claims``; figures in ``toy.plots``. Every
 regret is measured against theory's exact optimum (STYLE.md principle 8).

@@ -1,4 +1,4 @@
-"""Exact policy gradient in the enumerable configuration (issue 9): ``J_w`` summed over every response.
+"""Exact policy gradient in the enumerable configuration: ``J_w`` summed over every response.
 
 With ``V^T <= clp_min.oracle.exact.MAX_LEAVES`` the objective of section 0,
 

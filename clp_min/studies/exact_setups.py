@@ -1,4 +1,4 @@
-"""The enumerable configuration as an exact oracle (issue 9): a converging reference and the misalignment sweep.
+"""The enumerable configuration as an exact oracle: a converging reference and the misalignment sweep.
 
     "enum_exact"  coverage vs brevity with V = 4, T = 4 (every response listed), trained with the exact
                   gradient (clp_min.oracle.exact_pg) on training prompts only and evaluated exactly on the

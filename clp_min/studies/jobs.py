@@ -2,7 +2,7 @@
 
 A reproduce trains, per seed, one pi_ref per task and then runs that need only
 that pi_ref (single-objective experts, CLPs, input conditioning; clp_min.studies.setups),
-evaluates each setup at each seed from its runs, and runs each part of issue 14's
+evaluates each setup at each seed from its runs, and runs each part of the mechanisms
 study beside its setup's result. ``run_graph`` runs such work as a task graph: at
 most N tasks at a time, each once every task it needs has finished, the costliest
 ready one first (pi_refs, then the longest trainings; the claims, costed as a

@@ -1,4 +1,4 @@
-"""Issue 14, items 3-5: the other conditioning mechanisms against CLP, and the training distribution of w.
+"""The other conditioning mechanisms against CLP, and the training distribution of w.
 
     comparison  SVD-LoRA (Panacea), soft tokens, written prompts trained on every weighting and on
                 vertices only (Personalized Soups), each trained like the setup's CLP runs (same

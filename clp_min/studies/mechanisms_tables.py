@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clp_min.studies import mechanisms_study as ms
 from clp_min.studies.mechanisms_study import MECHANISMS, NEAR_VERTEX, W_DIST_SCOPE
 
 
@@ -127,7 +128,7 @@ def report(results: dict, out) -> str:
     """``OUT/report.md`` and the figures from ``{part: [result per seed]}``; returns the tables' markdown."""
     text = tables(results)
     pngs = figures(results, out)
-    (Path(out) / "report.md").write_text("# Other conditioning mechanisms and the training distribution of w "
-                                         "(issue 14)\n\n" + __doc__.split("\n\n", 1)[1] + "\n" + text + "\n"
+    (Path(out) / "report.md").write_text("# Other conditioning mechanisms and the training distribution of w\n\n"
+                                         + ms.__doc__.split("\n\n", 1)[1] + "\n" + text + "\n"
                                          + "\n".join(f"![{p}]({p})" for p in pngs) + "\n")
     return text

@@ -21,7 +21,7 @@ def _fmt(v) -> str:
 def write_report(out: Path, theory_rows: list, toy_rows: list, target_rows: list, results: dict,
                  header: str) -> Path:
     """``report.md`` and ``report.json`` under ``out``; figures are referenced by relative path."""
-    lines = ["# clp reproduce", "", header, "", "## clp_min targets (issue 5)", "",
+    lines = ["# clp reproduce", "", header, "", "## clp_min targets", "",
              "| target | measured | value | rule | met | per seed |", "|---|---|---|---|---|---|"]
     for r in target_rows:
         met = "INFO" if r["met"] is None else ("met" if r["met"] else "NOT met")

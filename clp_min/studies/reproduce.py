@@ -61,7 +61,7 @@ def _evaluate(name: str, seed: int, scale, out: Path, runs: Path) -> None:
 
 
 def _mechanism_part(part: str, seed: int, scale, out: Path, runs: Path) -> None:
-    """A worker's part of issue 14's study at one seed, beside its setup's saved front (written first)."""
+    """A worker's part of the mechanisms study at one seed, beside its setup's saved front (written first)."""
     from clp_min.studies import mechanisms_study as ms
 
     front = _saved(ms.SETUP_OF[part], seed, scale, out)
@@ -87,7 +87,7 @@ def _setup_runs(name: str, scale, seed: int, runs: Path) -> tuple:
 def _reproduce_tasks(setups, scale, exact_scale, out: Path, runs: Path, quick: bool, with_claims: bool,
                      reuse_fronts: bool, mechanisms: bool) -> list:
     """The graph of ``reproduce --jobs N``: the claims; every pi_ref and run to train; each setup's
-    evaluation at each seed once its runs are trained; each part of issue 14's study once its runs and
+    evaluation at each seed once its runs are trained; each part of the mechanisms study once its runs and
     its setup's front are there. Setups whose every front is reused (``reuse_fronts``) are left out."""
     from clp_min.studies import jobs as jb
     from clp_min.studies import mechanisms_study as ms
@@ -136,7 +136,7 @@ def reproduce(out, quick: bool, progress: bool = False,
     instead of re-evaluating when it was written at the same scale (evaluation is seeded,
     so re-evaluating gives the same numbers). ``jobs > 1`` trains the setups' runs first
     in that many processes (clp_min.studies.jobs); the evaluation then finds them cached.
-    ``mechanisms`` (with setups enum_exact, two or enum) adds issue 14's study (clp_min.studies.mechanisms_study)
+    ``mechanisms`` (with setups enum_exact, two or enum) adds the mechanisms study (clp_min.studies.mechanisms_study)
     under ``out/mechanisms`` and its tables to the report.
     """
     out = Path(out)
@@ -179,7 +179,7 @@ def reproduce(out, quick: bool, progress: bool = False,
         mech_results = mechanisms_study.run(results, scale, out / "mechanisms", out / "runs" if runs is None else runs,
                                             progress, jobs, exact_scale)
         mech_text = mechanisms_tables.report(mech_results, out / "mechanisms")
-        seconds["mechanisms (issue 14)"] = time.perf_counter() - start
+        seconds["mechanisms study"] = time.perf_counter() - start
     rows = targets(results)
     header = (f"Scale: `{scale}`; beta = {su.BETA}; model {su.MODEL}. Training weightings: {su.TRAIN_WEIGHTS}.\n\n"
               f"Exact-oracle scale (enum_exact, sweep; clp_min/studies/exact_setups.py): `{exact_scale}`; model "
@@ -194,7 +194,7 @@ def reproduce(out, quick: bool, progress: bool = False,
               "`sweep` = the misalignment knob, rewards (coverage, knob_s) (clp_min/studies/exact_setups.py).\n\n"
               "Rewards: R_1 = coverage, R_2 = brevity, R_3 = order (clp_min/task.py); all in [0, 1]; "
               "knob_s = (1 - s)(coverage + 2 [empty]) + s brevity.\n\n"
-              "Comparisons (issue 9 item 5): in the enumerable setups the target is the exact regret (CLP's "
+              "Comparisons: in the enumerable setups the target is the exact regret (CLP's "
               "below Rewarded Soups' and logit mixing's on every seed); in the Monte Carlo setups it is the "
               "hypervolume in (R_1 .. R_m, -K) (P2's m + 1 objectives) with reference point (0 .. 0, -1.1 K_max), "
               "K_max the largest KL of any method's point in that seed; the reward-space hypervolume (reference: "
@@ -206,7 +206,7 @@ def reproduce(out, quick: bool, progress: bool = False,
               "Wall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items()))
     path = write_report(out, theory_rows, toy_rows, rows, results, header)
     if mech_text is not None:
-        path.write_text(path.read_text() + "\n## Other conditioning mechanisms (issue 14)\n\n" + mech_text
+        path.write_text(path.read_text() + "\n## Other conditioning mechanisms\n\n" + mech_text
                         + "".join(f"\n![{p}](mechanisms/{p})" for p in ("comparison.png", "w_distribution.png")
                                   if (out / "mechanisms" / p).exists()) + "\n"
                         + "\nDetails: [mechanisms/report.md](mechanisms/report.md)\n")

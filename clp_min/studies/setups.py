@@ -12,7 +12,7 @@
                 differ in the model only. Added after the first full run: there even the
                 single-objective coverage model stayed at normalised regret ~0.33 at its own
                 vertex; a probe (one seed, coverage only) gave 0.17 with this model at 800
-                steps and 0.05 at 2400 steps. It ran at 3x the steps until issue 9's time
+                steps and 0.05 at 2400 steps. It ran at 3x the steps until the compute
                 budget; the converging reference is now clp_min.studies.exact_setups' enum_exact
                 (same model and task, exact gradient).
 

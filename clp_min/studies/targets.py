@@ -46,7 +46,7 @@ def targets(results: dict) -> list:
             continue
         tag = "b" if setup == "two" else "c"
         hvk = [hypervolumes_with_kl(r["monte_carlo"]) for r in runs]
-        for scope in su.CLP_SCOPES:  # issue 9 item 5: the (R, -K) hypervolume (P2) is the target
+        for scope in su.CLP_SCOPES:  # the (R, -K) hypervolume (P2) is the target
             diff = [h[f"CLP {scope}"] - h["Rewarded Soups"] for h in hvk]
             rows.append(_row(f"({tag}) CLP {scope} front dominates Rewarded Soups in (R, -K)",
                              "min over seeds of HV(CLP) - HV(RS) on (R_1..R_m, -K), Monte Carlo", min(diff),
@@ -70,7 +70,7 @@ def targets(results: dict) -> list:
         rows.append(_row(f"({enum}) best CLP's average normalised regret", "max over seeds of min over scopes, exact",
                          max(best), "< 0.05 on every seed", max(best) < 0.05, best))
         regret = [r["exact"]["mean_normalised_regret"] for r in runs]
-        for scope in su.CLP_SCOPES:  # issue 9 item 5: the exact regret comparison is the target
+        for scope in su.CLP_SCOPES:  # the exact regret comparison is the target
             margin = [min(g["Rewarded Soups"], g["logit mixing"]) - g[f"CLP {scope}"] for g in regret]
             rows.append(_row(f"({enum}) CLP {scope} regret below Rewarded Soups' and logit mixing's",
                              "min over seeds of min(regret RS, regret logit mixing) - regret CLP, exact",
@@ -117,7 +117,7 @@ def _spearman(a, b) -> float:
 
 
 def oracle_targets(enum_runs: list, sweep_runs: list) -> list:
-    """Issue 9's rows T1-T4 (thresholds fixed in the issue, before any run) and their INFO rows."""
+    """Rows T1-T4 of THEORY.md (thresholds fixed before any run) and their INFO rows."""
     rows = []
     if enum_runs:
         full = [r["exact"]["mean_normalised_regret"]["CLP full"] for r in enum_runs]
@@ -126,7 +126,7 @@ def oracle_targets(enum_runs: list, sweep_runs: list) -> list:
                          max(full), f"<= {T4_REGRET} on every seed", max(full) <= T4_REGRET, full, id="T4-oracle"))
         regret = [r["exact"]["mean_normalised_regret"] for r in enum_runs]
         clp_names = [n for n in regret[0] if n.startswith("CLP") and "RLOO" not in n]
-        for name in clp_names:  # issue 9 item 5: the exact regret comparison is the target
+        for name in clp_names:  # the exact regret comparison is the target
             margin = [min(g["Rewarded Soups"], g["logit mixing"]) - g[name] for g in regret]
             rows.append(_row(f"(enum_exact) {name} regret below Rewarded Soups' and logit mixing's",
                              "min over seeds of min(regret RS, regret logit mixing) - regret CLP, exact, held-out",
