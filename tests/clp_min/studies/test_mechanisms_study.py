@@ -51,7 +51,7 @@ def test_study_runs_in_reproduce(tmp_path, monkeypatch):
     out = tmp_path / "rep"
     reproduce(out, quick=True, setups=("enum_exact", "two", "enum"), with_claims=False)
     report = (out / "report.md").read_text()
-    assert "## Other conditioning mechanisms (issue 14)" in report
+    assert "## Other conditioning mechanisms\n" in report
     for f in ("report.md", "comparison.png", "w_distribution.png", "enum/seed0.json", "two/seed0.json",
               "enum_exact/seed0.json", "w_dist/seed0.json"):
         assert (out / "mechanisms" / f).exists(), f
