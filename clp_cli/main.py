@@ -15,8 +15,48 @@ import sys
 from clp_cli import clp_min_cmd, theory_cmd, toy_cmd
 
 
+class HelpWithDefaults(argparse.HelpFormatter):
+    """Every option's help ends with its default (unless it states one), and shows one spelling."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default is argparse.SUPPRESS
+        shown = not unset and action.option_strings  # 0 is a default to show (it == False)
+        if shown and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+    def _format_action_invocation(self, action):
+        hyphen = [s for s in action.option_strings if "_" not in s]
+        if action.option_strings and len(hyphen) < len(action.option_strings):
+            action = argparse.Action(hyphen, action.dest, nargs=action.nargs, metavar=action.metavar,
+                                     required=action.required, help=action.help)
+        return super()._format_action_invocation(action)
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """Usage errors as one line (exit status 2), like every other refusal."""
+    """Usage errors as one line (exit status 2), like every other refusal.
+
+    Flags are spelled with hyphens (``--prompt-len``); the underscore spelling (``--prompt_len``)
+    is accepted as an alias everywhere, so commands written either way keep working. The help
+    shows the hyphen spelling and every default. Sub-commands inherit this class.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpWithDefaults)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *names, **kwargs):
+        spellings = []
+        for name in names:
+            if name.startswith("--") and ("_" in name or "-" in name[2:]):
+                hyphen, underscore = "--" + name[2:].replace("_", "-"), "--" + name[2:].replace("-", "_")
+                spellings += [s for s in (hyphen, underscore) if s not in spellings]
+            else:
+                spellings.append(name)
+        if any(s.startswith("--") for s in spellings) and "dest" not in kwargs:
+            kwargs["dest"] = next(s for s in spellings if s.startswith("--"))[2:].replace("-", "_")
+        return super().add_argument(*spellings, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")

@@ -35,7 +35,7 @@ def add_parser(groups) -> None:
     claims = cmds.add_parser("claims", help="check the exact statements on random instances: PASS/FAIL")
     claims.add_argument("--quick", action="store_true", help="fewer random instances")
     claims.add_argument("--seed", type=int, default=0, help="random seed")
-    claims.add_argument("--out", default=None, help="also write theory_claims.json here")
+    claims.add_argument("--out", default=None, help="also write theory_claims.json here (default: print only)")
     claims.set_defaults(run=run_claims)
 
     rand = cmds.add_parser("random", help="print a random instance as JSON")
@@ -48,7 +48,7 @@ def add_parser(groups) -> None:
     rand.add_argument("--responses", type=int, default=5, help="bandit: number of responses Y")
     rand.add_argument("--scale", type=float, default=1.0, help="reward scale")
     rand.add_argument("--misalignment", type=float, default=None,
-                      help="build an aligned family with exactly this misalignment eps (>= 0)")
+                      help="build an aligned family with exactly this misalignment eps (>= 0) (default: an unstructured random instance)")
     rand.set_defaults(run=run_random)
 
 

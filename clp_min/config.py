@@ -67,7 +67,7 @@ class TrainConfig:
     weights: str = "dirichlet"  # training distribution of w: dirichlet | uniform | vertices | fixed
     alpha: float = 1.0  # Dirichlet concentration
     p_vertex: float = 0.25  # for weights=vertices: probability of drawing a vertex e_i
-    fixed_w: tuple = ()  # for weights=fixed: the one weighting, e.g. (1.0, 0.0)
+    fixed_w: tuple = ()  # for weights=fixed: the one weighting, comma-separated, e.g. 1.0,0.0
     beta: float = 0.1  # KL weight, in [1e-8, 1e12]
     # optimisation
     steps: int = 300  # total RL steps

@@ -163,10 +163,11 @@ def front_measures(points: dict, W: np.ndarray, ref_point: np.ndarray, clp_names
 
 
 def plot_fronts(results: dict, path, title: str, steer_kl: bool = False, exact_front: np.ndarray | None = None,
-                ref_point: np.ndarray | None = None) -> None:
+                ref_point: np.ndarray | None = None, reward_names=None) -> None:
     """One figure with every method's front (error bars: one standard error).
 
     ``results``: ``{method: mc_front result or exact stats}``; for m = 3 the three pairwise projections.
+    ``reward_names`` (the task's, in order) label the axes ``R_i = name``.
     """
     import matplotlib
 
@@ -175,6 +176,7 @@ def plot_fronts(results: dict, path, title: str, steer_kl: bool = False, exact_f
 
     first = next(iter(results.values()))
     m = first["rewards"].shape[1]
+    label = [f"R_{i + 1}" + (f" = {reward_names[i]}" if reward_names else "") for i in range(m)]
     pairs = [(0, 1)] if m == 2 else [(0, 1), (0, 2), (1, 2)] if m == 3 else [None]
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.2 * len(pairs), 4.3), squeeze=False)
     for ax, pair in zip(axes[0], pairs):
@@ -183,14 +185,14 @@ def plot_fronts(results: dict, path, title: str, steer_kl: bool = False, exact_f
                 x, y = res["kl"], res["rewards"][:, 0]
                 xe, ye = res.get("kl_se"), None if res.get("rewards_se") is None else res["rewards_se"][:, 0]
                 ax.set_xlabel("KL(pi || pi_ref)")
-                ax.set_ylabel("R")
+                ax.set_ylabel(label[0] if reward_names else "R")
             else:
                 i, j = pair
                 x, y = res["rewards"][:, i], res["rewards"][:, j]
                 se = res.get("rewards_se")
                 xe, ye = (None, None) if se is None else (se[:, i], se[:, j])
-                ax.set_xlabel(f"R_{i + 1}")
-                ax.set_ylabel(f"R_{j + 1}")
+                ax.set_xlabel(label[i])
+                ax.set_ylabel(label[j])
             ax.errorbar(x, y, xerr=xe, yerr=ye, fmt="o-", ms=3, lw=1, capsize=1.5, label=name)
         if exact_front is not None and pair is not None and not steer_kl:
             ax.plot(exact_front[:, pair[0]], exact_front[:, pair[1]], "k--", lw=1.2, label="exact pi*_w")
@@ -204,7 +206,7 @@ def plot_fronts(results: dict, path, title: str, steer_kl: bool = False, exact_f
 
 
 def exact_front(methods: dict, pi_ref, task: tk.TaskConfig, W: np.ndarray, prompts: torch.Tensor, beta: float,
-                png=None) -> dict:
+                png=None, reward_names=None) -> dict:
     """Exact stats of every method and of pi*_w on the prompts' trees (clp_min.oracle.exact); normalised regret.
 
     Normalised regret ``(J_w(pi*_w) - J_w(pi)) / (J_w(pi*_w) - J_w(pi_ref))`` per weighting, of the
@@ -222,7 +224,7 @@ def exact_front(methods: dict, pi_ref, task: tk.TaskConfig, W: np.ndarray, promp
                               W, np.zeros(W.shape[1]), clp, [n for n in methods if n not in clp])
     if png is not None:
         plot_fronts(stats, png, "enumerable configuration: exact fronts",
-                    exact_front=optimal["rewards"], ref_point=reference["rewards"][0])
+                    exact_front=optimal["rewards"], ref_point=reference["rewards"][0], reward_names=reward_names)
     return {"prompts": int(prompts.size(0)), "optimal": optimal, "reference": reference, "methods": stats,
             "normalised_regret": regret,
             "mean_normalised_regret": {n: float(np.mean(r)) for n, r in regret.items()},
@@ -230,8 +232,13 @@ def exact_front(methods: dict, pi_ref, task: tk.TaskConfig, W: np.ndarray, promp
 
 
 def evaluate_run(run_dir, out, grid_n: int, n_prompts: int, n_samples: int, seed: int) -> dict:
-    """``clp eval``: the front of one trained run on held-out prompts; ``front.json``, ``front.png``
-    (and the exact evaluation when the task is enumerable). Returns a short summary."""
+    """``clp eval``: the front of one trained run on held-out prompts (``task.is_heldout``, never drawn in
+    training); ``front.json``, ``front.png`` (and the exact evaluation when the task is enumerable).
+
+    Returns a summary a reader can interpret: the hypervolume with its reference point, beside the
+    hypervolume of ``pi_ref``'s point alone (the untrained baseline) and, when enumerable, of the exact
+    optimal front ``pi*_w`` on the same grid (the best any policy can do), and the exact regret.
+    """
 
     policy, pi_ref, cfg = load_trained(run_dir)
     task, steer_kl = cfg.task(), cfg.steer == "kl"
@@ -239,7 +246,7 @@ def evaluate_run(run_dir, out, grid_n: int, n_prompts: int, n_samples: int, seed
     if steer_kl:
         W = W[:-1]  # lam = 0 is pi_ref itself
     gen = torch.Generator().manual_seed(seed)
-    prompts = tk.sample_prompts(task, n_prompts, gen)
+    prompts = tk.sample_prompts(task, n_prompts, gen, split="heldout")
     method = policy_method(cfg.conditioning, policy)
     mc = mc_front(method, task, pi_ref, W, prompts, n_samples, cfg.beta, gen, steer_kl)
     ref = mc_front(policy_method("pi_ref", Unconditioned(pi_ref)), task, pi_ref, W[:1], prompts, n_samples,
@@ -252,14 +259,20 @@ def evaluate_run(run_dir, out, grid_n: int, n_prompts: int, n_samples: int, seed
               "reference": {"rewards": ref["rewards"][0], "rewards_se": ref["rewards_se"][0]},
               "measures": front_measures({cfg.conditioning: pts}, W, ref_point, [], [])}
     plot_fronts({cfg.conditioning: mc}, out / "front.png", f"{run_dir}: Monte Carlo front", steer_kl,
-                ref_point=None if steer_kl else ref["rewards"][0])
+                ref_point=None if steer_kl else ref["rewards"][0], reward_names=task.rewards)
     if task.vocab ** task.response_len <= exact.MAX_LEAVES:
         result["exact"] = exact_front({cfg.conditioning: method}, pi_ref, task, W, prompts[:min(32, n_prompts)],
-                                      cfg.beta, out / "front_exact.png")
+                                      cfg.beta, out / "front_exact.png", reward_names=task.rewards)
     (out / "front.json").write_text(json.dumps(result, default=_to_list, indent=1))
-    summary = {"out": str(out), "hypervolume": result["measures"]["methods"][cfg.conditioning]["hypervolume"]}
+    ref_pts = np.array([[float(ref["rewards"][0][0]), -float(ref["kl"][0])]]) if steer_kl else ref["rewards"][:1]
+    summary = {"out": str(out), "rewards": list(task.rewards) if not steer_kl else [task.rewards[0], "-KL"],
+               "reference_point": ref_point.tolist(),
+               "hypervolume": result["measures"]["methods"][cfg.conditioning]["hypervolume"],
+               "hypervolume_pi_ref": pareto.hypervolume(ref_pts, ref_point)}
     if "exact" in result:
+        summary["hypervolume_optimal_exact"] = result["exact"]["measures"]["methods"]["optimal"]["hypervolume"]
         summary["mean_normalised_regret"] = result["exact"]["mean_normalised_regret"][cfg.conditioning]
+        summary["exact_prompts"] = result["exact"]["prompts"]
     return summary
 
 
