@@ -13,7 +13,7 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from clp_cli.paths import output_dir
+from clp_cli.paths import check_output_folder, output_dir, output_folder
 
 
 def add_parsers(groups, with_train_options: bool = True) -> None:
@@ -37,6 +37,9 @@ def _add_train_options(train) -> None:
             shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
             train.add_argument(f"--{f.name}", default=None, metavar=f.name.upper(),
                                help=f"{helps[f.name]} (default: {shown})")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the run in OUT (refused without it or --resume); the old files are put back "
+                            "if the new run fails and deleted when it ends (docs/limits.md)")
     train.add_argument("--nproc", type=int, default=None, metavar="N",
                        help="launch N data-parallel processes on this machine through torch.distributed.run "
                             "(needs --streams prompt when N > 1); under torchrun leave it out (default: one "
@@ -51,6 +54,7 @@ def _add_eval_and_reproduce(groups) -> None:
     ev.add_argument("--samples", type=int, default=4, help="responses per prompt and weighting")
     ev.add_argument("--seed", type=int, default=0, help="seed of the held-out prompts and samples")
     ev.add_argument("--out", default=None, help="output folder (default: RUN_DIR/eval)")
+    ev.add_argument("--overwrite", action="store_true", help="replace the front already in the output folder")
     ev.set_defaults(run=run_eval)
 
     rep = groups.add_parser("reproduce", help="theory and toy claims and the clp_min setups (kl, two, three, enum, "
@@ -60,12 +64,19 @@ def _add_eval_and_reproduce(groups) -> None:
                           "everything runs, not the full run's targets, which it is not expected to meet")
     rep.add_argument("--out", default="runs/reproduce", help="folder for report.md, report.json, figures")
     rep.add_argument("--runs", default=None, help="folder caching trained models (default: OUT/runs)")
+    rep.add_argument("--resume", action="store_true",
+                     help="continue in an OUT that holds results: reuse its finished runs (cached by configuration, "
+                          "provenance-checked), retrain the others, write the report again")
+    rep.add_argument("--overwrite", action="store_true",
+                     help="replace OUT's results and its runs cache (OUT/runs) with a fresh reproduce; the old ones "
+                          "are put back if it fails and deleted when it ends")
     rep.add_argument("--setups", default="kl,two,three,enum,enum_large,enum_exact,sweep",
                      help="comma-separated subset of kl,two,three,enum,enum_large,enum_exact,sweep")
     rep.add_argument("--no-claims", action="store_true", help="skip the theory and toy claims")
     rep.add_argument("--seeds", default=None, help="comma-separated seeds (default: 0,1,2; --quick: 0)")
     rep.add_argument("--reuse-fronts", action="store_true",
-                     help="read each setup's front.json when written at the same scale instead of re-evaluating")
+                     help="read each setup's front.json when written at the same scale instead of re-evaluating "
+                          "(implies --resume)")
     rep.add_argument("--jobs", type=int, default=1,
                      help="worker processes running the reproduce as one task graph: pi_refs, trainings, each "
                           "setup's evaluation once its runs are trained, the claims; the full run with "
@@ -94,12 +105,14 @@ def _parse_field(f, text: str):
 def _launch_train(args, given: dict, cfg) -> int:
     """``--nproc N``: check what can be checked here, then run this command in N processes."""
     from clp_min.interop import distributed
+    from clp_min.train import RUN_FILES
 
     if args.nproc < 1:
         raise ValueError(f"nproc: must be an integer >= 1, got {args.nproc}")
     if args.nproc > 1 and cfg.streams != "prompt":
         raise ValueError(f"streams: {args.nproc} processes need --streams prompt (each prompt its own stream)")
     distributed.local_prompts(cfg.prompts_per_step, 0, args.nproc)  # refuses P not divisible by N
+    check_output_folder(cfg.out, RUN_FILES, cfg.resume, args.overwrite)  # rank 0 then holds the folder
     if cfg.resume:
         from clp_min.checkpoint import load_checkpoint
 
@@ -107,7 +120,7 @@ def _launch_train(args, given: dict, cfg) -> int:
         if saved != args.nproc:
             raise ValueError(f"resume: {cfg.out} was trained by {saved} processes, this run has {args.nproc}; "
                              f"resume with the same number (clp train --nproc)")
-    argv = ["train"]
+    argv = ["train", "--overwrite"] if args.overwrite else ["train"]
     for name, value in given.items():
         if value is True:
             argv.append(f"--{name}")
@@ -141,7 +154,11 @@ def run_train(args) -> int:
     if args.nproc is not None:
         return _launch_train(args, given, cfg)
     try:
-        log = train(cfg, progress=True)  # progress on stderr, also when it is redirected
+        log = train(cfg, progress=True, overwrite=args.overwrite)  # progress on stderr, also when redirected
+    except RuntimeError as err:
+        if not distributed.lost_peer(err):
+            raise
+        return 1  # another process of the run ended: the launcher names it in one line
     finally:
         writer = distributed.teardown()
     last = log["history"][-1] if log["history"] else {}
@@ -153,7 +170,7 @@ def run_train(args) -> int:
 def run_eval(args) -> int:
     import torch
 
-    from clp_min.studies.evaluate import evaluate_run
+    from clp_min.studies.evaluate import EVAL_FILES, evaluate_run
 
     torch.set_num_threads(1)
     for name in ("grid", "prompts", "samples"):
@@ -161,8 +178,9 @@ def run_eval(args) -> int:
             raise ValueError(f"{name}: too small ({getattr(args, name)})")
     if not Path(args.run_dir).is_dir():
         raise ValueError(f"run_dir: {args.run_dir} is not a folder")
-    out = output_dir(Path(args.run_dir) / "eval" if args.out is None else args.out)
-    summary = evaluate_run(args.run_dir, out, args.grid, args.prompts, args.samples, args.seed)
+    out = Path(args.run_dir) / "eval" if args.out is None else args.out
+    with output_folder(out, EVAL_FILES, overwrite=args.overwrite) as out:
+        summary = evaluate_run(args.run_dir, out, args.grid, args.prompts, args.samples, args.seed)
     print(json.dumps(summary))
     return 0
 
@@ -171,7 +189,7 @@ def run_reproduce(args) -> int:
     import torch
 
     from clp_min.studies.report import EXACT_SETUPS
-    from clp_min.studies.reproduce import reproduce
+    from clp_min.studies.reproduce import REPRODUCE_FILES, reproduce
     from clp_min.studies.setups import SETUPS
 
     torch.set_num_threads(1)
@@ -189,13 +207,14 @@ def run_reproduce(args) -> int:
             raise ValueError(f"seeds: expected non-negative integers, got {args.seeds!r}")
     if args.jobs < 1:
         raise ValueError(f"jobs: must be an integer >= 1, got {args.jobs}")
-    output_dir(args.out)
+    check_output_folder(args.out, REPRODUCE_FILES, args.resume or args.reuse_fronts, args.overwrite)  # before any output
     if args.quick:
         print("clp reproduce --quick: a smoke run (one seed, short runs): it checks that everything runs; "
               "its targets are not expected to be met (the full run's are)", file=sys.stderr)
     res = reproduce(args.out, args.quick, progress=True, setups=tuple(names),
                     with_claims=not args.no_claims, runs=args.runs, seeds=seeds, reuse_fronts=args.reuse_fronts,
-                    jobs=args.jobs, mechanisms=not args.no_mechanisms)
+                    jobs=args.jobs, mechanisms=not args.no_mechanisms,
+                    resume=args.resume or args.reuse_fronts, overwrite=args.overwrite)
     for r in res["targets"]:
         status = "INFO" if r["met"] is None else ("met" if r["met"] else "NOT met")
         print(f"{status:7}  {r['target']}: {r['value']:.4g} ({r['rule']})")

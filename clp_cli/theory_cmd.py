@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clp_cli.paths import output_dir
+from clp_cli.paths import output_folder
 from theory.checks import (BETA_RANGE, MAX_HORIZON, MAX_LEAVES, MAX_REWARDS, MAX_WEIGHTINGS, check_beta,
                            check_weights)
 
@@ -30,12 +30,14 @@ def add_parser(groups) -> None:
     front.add_argument("--points", type=int, default=21,
                        help=f"grid points per simplex edge (default 21; at most {MAX_WEIGHTINGS} weightings in all)")
     front.add_argument("--out", default="runs/theory-front", help="folder for front.json and front.png")
+    front.add_argument("--overwrite", action="store_true", help="replace the front.json and front.png already in OUT")
     front.set_defaults(run=run_front)
 
     claims = cmds.add_parser("claims", help="check the exact statements on random instances: PASS/FAIL")
     claims.add_argument("--quick", action="store_true", help="fewer random instances")
     claims.add_argument("--seed", type=int, default=0, help="random seed")
     claims.add_argument("--out", default=None, help="also write theory_claims.json here (default: print only)")
+    claims.add_argument("--overwrite", action="store_true", help="replace the theory_claims.json already in OUT")
     claims.set_defaults(run=run_claims)
 
     rand = cmds.add_parser("random", help="print a random instance as JSON")
@@ -93,10 +95,10 @@ def run_front(args) -> int:
 
     instance = load_instance(args.instance)
     beta = check_beta(args.beta)
-    out = output_dir(args.out)
-    front = exact_and_zero_shot_front(instance, beta, args.points)
-    (out / "front.json").write_text(json.dumps(_jsonable(front), indent=1))
-    plot_front(front, out / "front.png", title=f"{Path(args.instance).name}, beta = {beta:g}")
+    with output_folder(args.out, ("front.json", "front.png"), overwrite=args.overwrite) as out:
+        front = exact_and_zero_shot_front(instance, beta, args.points)
+        (out / "front.json").write_text(json.dumps(_jsonable(front), indent=1))
+        plot_front(front, out / "front.png", title=f"{Path(args.instance).name}, beta = {beta:g}")
     print(json.dumps(_jsonable(front["measures"]), indent=2))
     print(f"wrote {out / 'front.json'} and {out / 'front.png'}", file=sys.stderr)
     return 0
@@ -119,16 +121,20 @@ def run_random(args) -> int:
 
 
 def run_claims(args) -> int:
+    from contextlib import nullcontext
+
     from theory.claims import run_theory_claims
 
     if args.seed < 0:
         raise ValueError(f"seed: must be >= 0, got {args.seed}")
-    out = output_dir(args.out) if args.out is not None else None
-    rows = run_theory_claims(seed=args.seed, quick=args.quick)
-    for row in rows:
-        value = row["value"] if isinstance(row["value"], str) else f"{row['value']:.3g}"
-        print(f"{'PASS' if row['passed'] else 'FAIL'}  {row['claim']}: {row['measured']} = {value} "
-              f"(threshold {row['threshold']})")
-    if out is not None:
-        (out / "theory_claims.json").write_text(json.dumps(rows, indent=1))
+    folder = nullcontext() if args.out is None else \
+        output_folder(args.out, ("theory_claims.json",), overwrite=args.overwrite)
+    with folder as out:
+        rows = run_theory_claims(seed=args.seed, quick=args.quick)
+        for row in rows:
+            value = row["value"] if isinstance(row["value"], str) else f"{row['value']:.3g}"
+            print(f"{'PASS' if row['passed'] else 'FAIL'}  {row['claim']}: {row['measured']} = {value} "
+                  f"(threshold {row['threshold']})")
+        if out is not None:
+            (out / "theory_claims.json").write_text(json.dumps(rows, indent=1))
     return 0 if all(row["passed"] for row in rows) else 1

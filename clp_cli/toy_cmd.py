@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import sys
 
-from clp_cli.paths import output_dir
+from clp_cli.paths import output_folder
+
+TOY_FILES = ("claims.json", "report.md", "E[0-9]*.json", "E[0-9]*.png")  # what toy.claims.run_claims writes
 
 
 def add_parser(groups) -> None:
@@ -16,6 +18,7 @@ def add_parser(groups) -> None:
                                                              "run takes 3-5 minutes)")
     claims.add_argument("--out", default="runs/toy-claims", help="output directory")
     claims.add_argument("--seed", type=int, default=0, help="master seed")
+    claims.add_argument("--overwrite", action="store_true", help="replace the results already in the output directory")
     claims.set_defaults(run=_claims)
 
     run = sub.add_parser("run", help="run some experiments only (their claims, JSON and figures)")
@@ -23,6 +26,7 @@ def add_parser(groups) -> None:
     run.add_argument("--quick", action="store_true", help="small sizes")
     run.add_argument("--out", default="runs/toy", help="output directory")
     run.add_argument("--seed", type=int, default=0, help="master seed")
+    run.add_argument("--overwrite", action="store_true", help="replace the results already in the output directory")
     run.set_defaults(run=_claims)
 
 
@@ -35,13 +39,13 @@ def _claims(args) -> int:
     torch.set_num_threads(1)
     if args.seed < 0:
         raise ValueError(f"seed: must be >= 0, got {args.seed}")
-    out = output_dir(args.out)
     names = getattr(args, "experiments", None)
     for name in names or []:
         if name not in CLAIMS:
             raise ValueError(f"experiments: unknown {name!r}; choose from {', '.join(CLAIMS)}")
     cfg = ToyConfig.quick(args.seed) if args.quick else ToyConfig.full(args.seed)
-    claims = run_claims(cfg, out, names, progress=True)  # progress on stderr, also when it is redirected
+    with output_folder(args.out, TOY_FILES, overwrite=args.overwrite) as out:
+        claims = run_claims(cfg, out, names, progress=True)  # progress on stderr, also when it is redirected
     width = max(len(c.id) for c in claims)
     for c in claims:
         print(f"{c.status:4}  {c.id:{width}}  {c.value:.4g} ({c.threshold})  {c.statement}")

@@ -187,6 +187,9 @@ def write_atomic(path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a full disk, a read-only folder: one line naming the file; the old one stays
+        os.unlink(tmp)
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from None
     except BaseException:
         os.unlink(tmp)
         raise

@@ -11,6 +11,7 @@ Files under ``out``::
     train_state.safetensors  optimizer state and the torch.Generator state at the same step
     train_state.prev.safetensors  the previous one, kept while a checkpoint is being written
     log.json                 {"config", "history": [{"step", "loss", "objective", "kl", "rewards"}, ...]}
+    .clp.lock                the folder's lock, held by the writer for the whole run (theory.output_folder)
 
 Resume (``resume=True``) reloads the three at the last checkpoint and continues
 with the same random streams, so N + N steps equal 2N steps bit for bit on CPU.
@@ -56,6 +57,11 @@ from clp_min.oracle import exact_pg
 from clp_min.pretrain import model_config, pretrain
 from clp_min.run_folder import (_check_unchanged, _ref_location, _resolve_ref, _write_log, check_reference_architecture,
                                 file_sha256, load_reference, load_train_state, save_train_state, saved_config)
+from theory.output_folder import output_folder
+
+# what a run writes in its folder (module doc; RUN/eval is clp eval's, replaced with the run under overwrite)
+RUN_FILES = ("ref.safetensors", "policy.safetensors", "train_state.safetensors", "train_state.prev.safetensors",
+             "log.json", "eval")
 
 
 def build_policy(cfg: TrainConfig, pi_ref: GPT) -> torch.nn.Module:
@@ -91,11 +97,18 @@ def step_streams(cfg: TrainConfig, step: int, local: range, rng: np.random.Gener
     return np.concatenate([draw(r, 1) for r in rngs]), gens  # (P_local, m)
 
 
-def train(cfg: TrainConfig, progress: bool | None = None, stop_at: int | None = None) -> dict:
+def train(cfg: TrainConfig, progress: bool | None = None, stop_at: int | None = None,
+          overwrite: bool = False) -> dict:
     """Run (or resume) training as configured; returns the log ``{"config", "history"}``.
 
     Under torchrun (module doc) every rank calls this; the process group is made here
     (``clp_min.interop.distributed.setup``) and left to the caller to destroy.
+
+    The run folder is held for the whole run by the writer (rank 0) alone
+    (theory.output_folder): a folder holding a run is refused unless ``cfg.resume`` or
+    ``overwrite`` (the old run moved aside, put back if this run fails, deleted when it
+    ends), and a second writer is refused at once, naming this process. Python callers
+    (sweep scripts) get the same protection as ``clp train``.
 
     ``stop_at`` interrupts the run after that many steps (with a checkpoint), as a
     crash would; resuming continues exactly as the uninterrupted run. (With
@@ -103,11 +116,21 @@ def train(cfg: TrainConfig, progress: bool | None = None, stop_at: int | None = 
     2N-step run are not an N-step run: interrupt it instead.)
     """
     cfg.validate()
-    task = cfg.task()
-    out = Path(cfg.out)
     ctx = distributed.setup(cfg.device)
     if ctx.world_size > 1 and cfg.streams != "prompt":
         raise ValueError(f"streams: {ctx.world_size} processes need streams=prompt (each prompt its own stream)")
+    if overwrite and cfg.ref and Path(cfg.ref).resolve().parent == Path(cfg.out).resolve() \
+            and Path(cfg.ref).name in RUN_FILES:
+        raise ValueError(f"ref: {cfg.ref} lies in {cfg.out}, whose run overwrite replaces; copy it elsewhere first")
+    if not ctx.writer:  # the other ranks write nothing
+        return _train(cfg, ctx, progress, stop_at)
+    with output_folder(cfg.out, RUN_FILES, resume=cfg.resume, overwrite=overwrite):
+        return _train(cfg, ctx, progress, stop_at)
+
+
+def _train(cfg: TrainConfig, ctx: distributed.Context, progress: bool | None, stop_at: int | None) -> dict:
+    task = cfg.task()
+    out = Path(cfg.out)
     local = distributed.local_prompts(cfg.prompts_per_step, ctx.rank, ctx.world_size)
     out.mkdir(parents=True, exist_ok=True)
     progress = (sys.stderr.isatty() if progress is None else progress) and ctx.writer

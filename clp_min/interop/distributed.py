@@ -140,16 +140,47 @@ def mean_over_ranks(stats: dict, ctx: Context) -> dict:
     return out
 
 
+# what a collective raises when another process of the group is gone (gloo, NCCL)
+LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted",
+             "remote process exited")
+
+
+def lost_peer(err: BaseException) -> bool:
+    """Whether ``err`` is a collective failing because another process of the run ended (``launch``
+    names that one, so this process can exit without a traceback of its own)."""
+    return dist.is_initialized() and dist.get_world_size() > 1 and any(s in str(err) for s in LOST_PEER)
+
+
 def launch(nproc: int, argv: list) -> int:
     """Run ``python -m clp_cli <argv>`` in ``nproc`` processes on this machine through
-    ``torch.distributed.run`` (as ``torchrun --standalone``); returns the workers' exit status."""
+    ``torch.distributed.run`` (as ``torchrun --standalone``); returns the workers' exit status.
+
+    A worker that fails with an error prints its own line; one that ends by a signal (killed,
+    out of memory) is named here in one line. torchrun then stops the others (within about a
+    second) and its own log is kept below CRITICAL, so no failure table or traceback follows.
+    """
+    import logging
+    import sys
+
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
+    log = logging.getLogger("torch.distributed")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
     try:
         run(get_args_parser().parse_args(["--standalone", f"--nproc_per_node={nproc}", "-m", "clp_cli", *argv]))
-    except ChildFailedError as err:  # each worker has printed its own one-line error
-        return max(max(f.exitcode for f in err.failures.values()), 1)  # a signal's exitcode is negative
+    except ChildFailedError as err:
+        failures = list(err.failures.values())
+        # the first cause: a signal from outside (torchrun stops the others with SIGTERM), else any signal
+        signalled = sorted((f for f in failures if f.exitcode < 0), key=lambda f: (f.exitcode == -15, f.local_rank))
+        if signalled:
+            f = signalled[0]
+            print(f"clp: error: nproc: process {f.local_rank} of {nproc} ended by {f.signal_name()}; the others "
+                  f"were stopped and the run holds its last checkpoint: continue it with --resume", file=sys.stderr)
+        return max(max(f.exitcode for f in failures), 1)  # a signal's exitcode is negative
+    finally:
+        log.setLevel(level)
     return 0
 
 

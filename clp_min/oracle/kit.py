@@ -48,6 +48,46 @@ class Check:
             raise AssertionError(str(self))
 
 
+def _check_tol(tol) -> float:
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not np.isfinite(tol) or tol < 0:
+        raise ValueError(f"tol: must be a finite number >= 0, got {tol!r}")
+    return float(tol)
+
+
+def _check_tokens(idx, V: int | None, field: str, low: int = 0, length: int | None = None) -> torch.Tensor:
+    """A non-empty ``[B, N]`` tensor of integer token ids in ``[low, V - 1]`` (and ``N == length`` if given)."""
+    if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
+        raise ValueError(f"{field}: expected a [B, N] tensor of token ids, got "
+                         f"{tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__}")
+    if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+        raise ValueError(f"{field}: expected integer token ids, got {idx.dtype}")
+    if idx.size(0) == 0 or idx.size(1) == 0:
+        raise ValueError(f"{field}: empty batch of shape {tuple(idx.shape)}; give at least one row of tokens")
+    if length is not None and idx.size(1) != length:
+        raise ValueError(f"{field}: the task's prompts have length {length}, got {idx.size(1)} tokens per row")
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < low or (V is not None and hi > V - 1):
+        raise ValueError(f"{field}: token ids must lie in [{low}, {'V - 1' if V is None else V - 1}], "
+                         f"got {lo} .. {hi}")
+    return idx
+
+
+def _check_W(W, m: int, what: str, field: str = "W") -> np.ndarray:
+    """Weightings ``[K, m]`` (one ``[m]`` is K = 1), K >= 1, each on the simplex (never renormalised)."""
+    try:
+        W = np.asarray(W, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{field}: expected weightings [K, m] of numbers") from None
+    W = W[None] if W.ndim == 1 else W  # (K, m)
+    if W.ndim != 2 or W.shape[0] == 0:
+        raise ValueError(f"{field}: expected weightings [K, m] with K >= 1, got shape {W.shape}")
+    if W.shape[1] != m:
+        raise ValueError(f"{field}: has {W.shape[1]} entries per weighting, {what}")
+    for w in W:
+        check_w(torch.as_tensor(w), m, field)
+    return W
+
+
 def _logprobs(model_or_policy, w=None):
     """``idx [B, N] -> [B, N, V]`` float64 normalised next-token log-probs (no gradients)."""
     @torch.no_grad()
@@ -68,10 +108,15 @@ def exact_regret(policy, pi_ref, task: tk.TaskConfig, prompts: torch.Tensor, W, 
     ``reward_fn(prompts [B, L], responses [B, T]) -> [B, m]``. PASS when the largest
     normalised regret over ``W`` is at most ``tol`` (0.05: the project's target).
     """
-    beta = check_beta(beta)
-    W = np.atleast_2d(np.asarray(W, dtype=np.float64))  # (K, m)
-    for w in W:
-        check_w(torch.as_tensor(w), W.shape[1], "W")
+    if not isinstance(task, tk.TaskConfig):
+        raise ValueError(f"task: expected a clp_min.task.TaskConfig, got {type(task).__name__}")
+    beta, tol = check_beta(beta), _check_tol(tol)
+    # the task's prompts: L tokens each, content tokens 1 .. V-1 (clp_min.task.sample_prompts)
+    prompts = _check_tokens(prompts, task.vocab, "prompts", low=1, length=task.prompt_len)
+    m = task.m if reward_fn is None else _reward_count(reward_fn, task, prompts)
+    W = _check_W(W, m, f"the task has m = {m} rewards")  # (K, m)
+    if getattr(policy, "m", m) != m:
+        raise ValueError(f"policy: conditioned on m = {policy.m} weights, the task has m = {m} rewards")
     ref = _logprobs(pi_ref)
     V = ref(prompts[:1]).size(-1)
     if V != task.vocab:
@@ -89,6 +134,20 @@ def exact_regret(policy, pi_ref, task: tk.TaskConfig, prompts: torch.Tensor, W, 
     return Check("exact normalised regret (max over W)", value <= tol, value, tol, numbers)
 
 
+def _reward_count(reward_fn, task: tk.TaskConfig, prompts: torch.Tensor) -> int:
+    """m of a caller's ``reward_fn``: the columns of its ``[B, m]`` answer for one response."""
+    r = np.asarray(reward_fn(prompts[:1], tk.all_responses(task)[:1]), dtype=np.float64)
+    if r.ndim != 2 or r.shape[0] != 1 or r.shape[1] < 1:
+        raise ValueError(f"reward_fn: must return rewards [B, m] for B pairs, got shape {r.shape} for 1")
+    return r.shape[1]
+
+
+def _vocab(model, *w) -> int:
+    """V of a model or policy: the width of its logits at one token."""
+    with torch.no_grad():
+        return _pair(model(*w, torch.zeros(1, 1, dtype=torch.long)))[0].size(-1)
+
+
 def sampler_check(policy, w, prompt: torch.Tensor, max_new_tokens: int, generator=None, tol: float = 1e-5) -> Check:
     """The log-probs ``clp_min.decoding.sample`` reports (one cached call per token) against
     ``sequence_logprobs`` (one full pass without a cache), ``[B, N]``.
@@ -97,6 +156,11 @@ def sampler_check(policy, w, prompt: torch.Tensor, max_new_tokens: int, generato
     wrong positions) makes them differ. PASS when the largest difference is at most
     ``tol`` (1e-5 allows float32 rounding; float64 models agree to ~1e-12).
     """
+    tol = _check_tol(tol)
+    if hasattr(policy, "m"):  # a conditioned policy: w must fit its m copies (Unconditioned ignores w)
+        check_w(w, policy.m, "w")
+    w_row = w if torch.as_tensor(w).dim() == 1 else torch.as_tensor(w)[:1]  # one row for the width probe
+    prompt = _check_tokens(prompt, _vocab(policy, w_row), "prompt")
     out = sample(policy, w, prompt, max_new_tokens, generator=generator)
     with torch.no_grad():
         full = sequence_logprobs(policy, w, prompt, out.tokens)
@@ -117,8 +181,12 @@ def logit_scope_check(experts, W, idx: torch.Tensor, tol: float = 1e-5, **option
     PASS when the largest log-prob difference over ``W`` ``[K, m]`` is at most ``tol``.
     """
     experts = list(experts)
+    if not experts:
+        raise ValueError("experts: empty; give the m expert models that are mixed")
+    tol = _check_tol(tol)
+    W = _check_W(W, len(experts), f"there are {len(experts)} experts")  # (K, m)
+    idx = _check_tokens(idx, _vocab(experts[0]), "idx")
     pc = ParamConditioned.from_experts(experts, "logit", **options)
-    W = np.atleast_2d(np.asarray(W, dtype=np.float64))  # (K, m)
     log_pis = np.stack([_logprobs(e)(idx).numpy() for e in experts])  # (m, B, T, V)
     expected = logit_mix(log_pis, W)  # (K, B, T, V)
     got = np.stack([_logprobs(pc, torch.as_tensor(w))(idx).numpy() for w in W])  # (K, B, T, V)

@@ -231,6 +231,9 @@ def exact_front(methods: dict, pi_ref, task: tk.TaskConfig, W: np.ndarray, promp
             "measures": measures}
 
 
+EVAL_FILES = ("front.json", "front.png", "front_exact.png")  # what evaluate_run writes in its folder
+
+
 def evaluate_run(run_dir, out, grid_n: int, n_prompts: int, n_samples: int, seed: int) -> dict:
     """``clp eval``: the front of one trained run on held-out prompts (``task.is_heldout``, never drawn in
     training); ``front.json``, ``front.png`` (and the exact evaluation when the task is enumerable).

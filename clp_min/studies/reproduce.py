@@ -15,7 +15,12 @@ from clp_min.studies import exact_setups as xs
 from clp_min.studies import setups as su
 from clp_min.studies.jobs import run_graph
 from clp_min.studies.report import EXACT_SETUPS, run_theory, run_toy, write_report
+from clp_min.studies.setups import SETUPS
 from clp_min.studies.targets import targets
+from theory.output_folder import output_folder
+
+# what a reproduce writes under OUT: the report, each setup's folder, the claims, the study, the runs cache
+REPRODUCE_FILES = ("report.md", "report.json", "toy", "mechanisms", "runs", *SETUPS, *EXACT_SETUPS)
 
 
 def _saved(name, seed, scale, out: Path):
@@ -128,8 +133,19 @@ def _reproduce_tasks(setups, scale, exact_scale, out: Path, runs: Path, quick: b
 def reproduce(out, quick: bool, progress: bool = False,
               setups=("kl", "two", "three", "enum", "enum_large", "enum_exact", "sweep"),
               with_claims: bool = True, runs=None, seeds=None, reuse_fronts: bool = False, jobs: int = 1,
-              mechanisms: bool = True) -> dict:
-    """Everything, written under ``out``; returns ``{"targets", "report"}``.
+              mechanisms: bool = True, resume: bool = False, overwrite: bool = False) -> dict:
+    """Everything, written under ``out``, held for the whole reproduce (theory.output_folder): an ``out``
+    that holds results or runs (``REPRODUCE_FILES``) is refused unless ``resume`` (reuse its finished
+    runs; ``reuse_fronts`` implies it) or ``overwrite`` (results and ``out/runs`` replaced by a fresh
+    reproduce). This process holds ``out``'s lock; with ``jobs > 1`` the workers write under it
+    without taking it, and each training holds its own run folder. Returns ``{"targets", "report"}``."""
+    with output_folder(out, REPRODUCE_FILES, resume=resume or reuse_fronts, overwrite=overwrite):
+        return _reproduce(out, quick, progress, setups, with_claims, runs, seeds, reuse_fronts, jobs, mechanisms)
+
+
+def _reproduce(out, quick: bool, progress: bool, setups, with_claims: bool, runs, seeds, reuse_fronts: bool,
+               jobs: int, mechanisms: bool) -> dict:
+    """``reproduce`` inside its held folder.
 
     Trained models are cached under ``runs`` (default ``out/runs``; rerunning reuses finished ones).
     ``seeds`` overrides the scale's seeds; ``reuse_fronts`` reads a setup's ``front.json``

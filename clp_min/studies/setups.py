@@ -96,13 +96,14 @@ def reference_model(task_kw: dict, model_kw: dict, scale: Scale, seed: int, path
 
 
 def trained(cfg: TrainConfig, progress: bool):
-    """The policy of ``cfg``, trained now unless ``cfg.out`` already holds the finished run."""
+    """The policy of ``cfg``, trained now unless ``cfg.out`` already holds the finished run (a cache keyed
+    by configuration: a run of another configuration or unfinished there is replaced)."""
     path = Path(cfg.out) / "policy.safetensors"
     if path.exists():
         policy, meta = load_checkpoint(path)
         if meta["train"] == json.loads(json.dumps(asdict(cfg))) and meta["step"] == cfg.steps:
             return frozen(policy)
-    train(cfg, progress)
+    train(cfg, progress, overwrite=True)
     return frozen(load_checkpoint(path).model)
 
 

@@ -2,6 +2,10 @@
 import json
 from dataclasses import asdict, replace
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +15,7 @@ import torch
 from clp_cli.main import main
 from clp_min.interop import distributed
 from clp_min.studies import exact_setups as xs
-from clp_min.checkpoint import save_checkpoint
+from clp_min.checkpoint import load_checkpoint, save_checkpoint
 from clp_min.conditioning import ParamConditioned
 from clp_min.model import GPT, GPTConfig
 from clp_min.pretrain import model_config, pretrain
@@ -20,6 +24,7 @@ from clp_min.studies.reproduce import reproduce
 from clp_min.config import TrainConfig
 from clp_min.run_folder import load_trained
 from clp_min.train import train
+from theory.output_folder import held_by
 
 ROOT = Path(__file__).resolve().parents[3]
 TINY = dict(vocab=6, prompt_len=5, response_len=4, n_layer=1, n_head=2, n_embd=16, pretrain_steps=20,
@@ -151,19 +156,55 @@ def test_exact_estimator_two_ranks_equal_one_rank(tmp_path):
     assert any((sa[k] - v).abs().max() > 1e-4 for k, v in start.state_dict().items() if k in sa)  # they moved
 
 
-def test_cli_nproc_trains_and_checkpoints(tmp_path, capsys, monkeypatch):
-    """``clp train --nproc 2`` goes through torch.distributed.run (python -m clp_cli in each worker)."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+def _children(pid: int) -> list:
+    """Every descendant of ``pid`` (Linux /proc)."""
+    kids = [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+    return kids + [g for c in kids for g in _children(c)]
+
+
+def _rank(pid: int):
+    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return next((int(e[5:]) for e in env if e.startswith(b"RANK=")), None)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the ranks' processes through /proc")
+def test_cli_nproc_survives_a_killed_rank_and_resumes(tmp_path, capsys, monkeypatch):
+    """``clp train --nproc 2`` goes through torch.distributed.run (python -m clp_cli in each worker). Rank 1
+    killed with SIGKILL mid-run: the run ends within seconds, non-zero, with one line naming it and no
+    traceback; ``--resume`` then completes it from the last checkpoint, with a history without gaps."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    monkeypatch.setenv("PYTHONPATH", env["PYTHONPATH"])
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    args = cli_args(TINY) + ["--steps", "2", "--pretrain_steps", "5"]
-    assert main(["train", "--nproc", "2", "--out", str(tmp_path), *args]) == 0
+    args = cli_args(TINY) + ["--pretrain_steps", "5", "--ckpt_every", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "clp_cli", "train", "--nproc", "2", "--out", str(tmp_path),
+                             *args, "--steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, env=env)
+    try:
+        while not (tmp_path / "policy.safetensors").exists() and proc.poll() is None:  # a checkpoint is written
+            time.sleep(0.05)
+        (rank1,) = [p for p in _children(proc.pid) if _rank(p) == 1]
+        os.kill(rank1, signal.SIGKILL)
+        start = time.perf_counter()
+        _, err = proc.communicate(timeout=60)  # bounded: torchrun stops rank 0 at once, not after a timeout
+    finally:
+        proc.kill()
+    print(f"run ended {time.perf_counter() - start:.1f} s after the kill")
+    assert proc.returncode not in (0, None)
+    assert err.strip().splitlines() == ["clp: error: nproc: process 1 of 2 ended by SIGKILL; the others were "
+                                        "stopped and the run holds its last checkpoint: continue it with --resume"]
+    step = load_checkpoint(tmp_path / "policy.safetensors").config["step"]
+    assert main(["train", "--nproc", "2", "--out", str(tmp_path), "--resume", "--steps", str(step + 2)]) == 0
     policy, _, cfg = load_trained(tmp_path)
-    assert cfg.steps == 2 and (tmp_path / "train_state.safetensors").exists()
+    assert cfg.steps == step + 2 and load_checkpoint(tmp_path / "policy.safetensors").config["step"] == step + 2
     log = json.loads((tmp_path / "log.json").read_text())
-    assert [h["step"] for h in log["history"]] == [1, 2]
+    assert [h["step"] for h in log["history"]] == list(range(1, step + 3))
+    capsys.readouterr()
     # refusals before launching: one line, status 2
-    for bad, field in ((["--streams", "shared"], "streams"), (["--prompts_per_step", "3"], "prompts_per_step")):
-        assert main(["train", "--nproc", "2", "--out", str(tmp_path / "x"), *args, *bad]) == 2
+    for bad, field in ((["--streams", "shared"], "streams"), (["--prompts_per_step", "3"], "prompts_per_step"),
+                       ([], "out")):  # the finished run: no --resume, no --overwrite
+        out = tmp_path if field == "out" else tmp_path / "x"
+        assert main(["train", "--nproc", "2", "--out", str(out), *args, *bad]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"clp: error: {field}:"), err
 
@@ -224,6 +265,7 @@ def test_reuse_fronts_trains_only_what_it_does_not_reuse(tmp_path, monkeypatch):
         pass
 
     def record(tasks, jobs, progress=False):
+        assert held_by(out) == os.getpid()  # the parent holds OUT for the whole reproduce; workers never take it
         planned.append(sorted(t.key.removeprefix("train ") for t in tasks if t.key.startswith("train ")))
         raise Planned
 
@@ -236,6 +278,23 @@ def test_reuse_fronts_trains_only_what_it_does_not_reuse(tmp_path, monkeypatch):
     with pytest.raises(Planned):
         reproduce(out, quick=True, setups=("kl", "sweep"), with_claims=False, reuse_fronts=True, jobs=2)
     assert any("small" in Path(o).parts for o in planned[1])  # another scale: kl is trained again
+    assert held_by(out) is None
+
+
+def test_reproduce_refuses_an_out_holding_results_unless_resume_or_overwrite(tmp_path, capsys):
+    out = tmp_path / "rep"
+    (out / "kl" / "seed0").mkdir(parents=True)
+    (out / "report.md").write_text("the old report")
+    (out / "kl" / "seed0" / "front.json").write_text("{}")
+    argv = ["reproduce", "--out", str(out), "--setups", "kl", "--no-claims", "--no-mechanisms", "--quick"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"clp: error: out: {out} already holds kl, report.md; continue with --resume or replace them "
+                   f"with --overwrite (or choose another folder)"]
+    assert (out / "report.md").read_text() == "the old report" and sorted(p.name for p in out.iterdir()) == \
+        [".clp.lock", "kl", "report.md"]
+    assert main([*argv, "--resume", "--overwrite"]) == 2
+    assert capsys.readouterr().err.startswith("clp: error: overwrite:")
 
 
 def test_run_graph_runs_a_task_after_what_it_needs(tmp_path):
