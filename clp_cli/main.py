@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from clp_cli import clp_min_cmd, theory_cmd, toy_cmd
+from clp_cli import clp_min_cmd, oracle_cmd, theory_cmd, toy_cmd
 
 
 class HelpWithDefaults(argparse.HelpFormatter):
@@ -72,6 +72,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     toy_cmd.add_parser(groups)
     light = bool(argv) and argv[0] in LIGHT_GROUPS
     clp_min_cmd.add_parsers(groups, with_train_options=not light)
+    oracle_cmd.add_parser(groups)
     return parser
 
 

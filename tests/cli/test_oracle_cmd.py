@@ -1,0 +1,26 @@
+"""``clp oracle trl`` at its tiny scale: files written, refusals as one line with status 2."""
+import json
+
+import pytest
+
+pytest.importorskip("trl")
+
+from clp_cli.main import main  # noqa: E402
+
+
+def test_tiny_table_and_refusals(tmp_path, capsys):
+    out = tmp_path / "trl"
+    assert main(["oracle", "trl", "--out", str(out), "--scale", "tiny"]) == 0
+    table = json.loads((out / "table.json").read_text())
+    assert len(table["cells"]) == 2 and (out / "bias.png").stat().st_size > 0
+    assert table["cells"][0]["name"] in (out / "table.md").read_text()
+    capsys.readouterr()
+    assert main(["oracle", "trl", "--out", str(out), "--scale", "tiny"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("clp: error: out:") and "--overwrite" in err[0]
+
+
+@pytest.mark.parametrize("args, field", [(["--jobs", "0"], "jobs"), (["--n-batches", "401"], "n-batches")])
+def test_bad_options_refused(tmp_path, capsys, args, field):
+    assert main(["oracle", "trl", "--out", str(tmp_path / "x"), "--scale", "reduced", *args]) == 2
+    assert capsys.readouterr().err.strip().startswith(f"clp: error: {field}:")
