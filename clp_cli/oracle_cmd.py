@@ -28,8 +28,8 @@ def add_parser(groups) -> None:
 
 
 def run_trl(args) -> int:
-    from clp_min import trl_check as tc
-    from clp_min import trl_report as tr
+    from clp_min.studies import trl_check as tc
+    from clp_min.studies import trl_report as tr
 
     out = output_dir(args.out)
     present = [f for f in tr.FILES if (out / f).exists()]

@@ -4,6 +4,9 @@
   so it can be conditioned, trained, checkpointed and checked like the built-in GPT.
 - ``distributed``: data-parallel training under ``torchrun`` (``clp train --nproc N``), with
   per-prompt random streams so that N processes give the numbers of one.
+- ``trl``: the enumerable task fed to TRL's ``GRPOTrainer`` / ``RLOOTrainer`` (word-level tokenizer,
+  a weighting column, pi_ref as the reference), so that TRL's own loss can be checked by
+  ``clp_min.oracle.gradcheck`` (``clp oracle trl``).
 
-Optional dependencies (transformers, peft) are imported inside the functions that need them.
+Optional dependencies (transformers, peft, trl) are imported inside the functions that need them.
 """

@@ -3,7 +3,7 @@ RLOO unbiased / GRPO-with-KL biased as the source predicts (small configurations
 
 Independent routes: completions' masks and advantages are recomputed from the task's own
 ``decision_mask``, rewards and ``clp_min.rl.leave_one_out_advantages``; the reference's log-probs
-from pi_ref through ``clp_min.hf.HFCausalLM``; the gradients from enumeration (``gradcheck``).
+from pi_ref through ``clp_min.interop.hf.HFCausalLM``; the gradients from enumeration (``gradcheck``).
 """
 import inspect
 
@@ -12,11 +12,12 @@ import torch
 
 trl = pytest.importorskip("trl")
 
-from clp_min import gradcheck, rl  # noqa: E402
+from clp_min import rl  # noqa: E402
 from clp_min import task as tk  # noqa: E402
-from clp_min import trl_adapter as ta  # noqa: E402
-from clp_min import trl_check as tc  # noqa: E402
-from clp_min.hf import HFCausalLM  # noqa: E402
+from clp_min.interop import trl as ta  # noqa: E402
+from clp_min.oracle import gradcheck  # noqa: E402
+from clp_min.studies import trl_check as tc  # noqa: E402
+from clp_min.interop.hf import HFCausalLM  # noqa: E402
 
 TASK = tk.TaskConfig(vocab=5, prompt_len=2, response_len=3, rewards=("coverage", "knob"), strength=1.0)
 PROMPTS = torch.tensor([[1, 2], [3, 4]])

@@ -9,7 +9,8 @@ reward's sign) that the check must call biased beyond its Monte Carlo error.
 import pytest
 import torch
 
-from clp_min import exact_pg, gradcheck, rl
+from clp_min import rl
+from clp_min.oracle import exact_pg, gradcheck
 from clp_min import task as tk
 from clp_min.conditioning import Unconditioned
 from clp_min.decoding import sample

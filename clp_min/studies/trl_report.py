@@ -14,7 +14,7 @@ import platform
 import time
 from dataclasses import asdict, replace
 
-from clp_min import trl_check as tc
+from clp_min.studies import trl_check as tc
 
 SCALES = ("tiny", "reduced", "full")
 FILES = ("table.json", "table.md", "bias.png")

@@ -1,7 +1,7 @@
 """TRL's GRPO and RLOO losses against the exact gradient of ``J_w``: the bias table (docs/checking_a_trainer.md).
 
 For each configuration of TRL's trainer (``Row``) and each setting (fixed- or variable-length
-completions, aligned or misaligned rewards: ``Setting``), TRL's own loss (``trl_adapter.trl_loss``)
+completions, aligned or misaligned rewards: ``Setting``), TRL's own loss (``clp_min.interop.trl.trl_loss``)
 is sampled ``n_batches`` times at fixed prompts and weightings and compared by
 ``gradcheck.compare`` with
 
@@ -35,10 +35,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from clp_min import gradcheck
+from clp_min.oracle import gradcheck
 from clp_min import task as tk
-from clp_min import trl_adapter as ta
-from clp_min.hf import HFCausalLM
+from clp_min.interop import trl as ta
+from clp_min.interop.hf import HFCausalLM
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 SCALES = ("group", "batch", "none")

@@ -42,9 +42,9 @@ import torch
 import torch.nn.functional as F
 
 from clp_min import task as tk
-from clp_min.conditioning import check_w
+from clp_min.mixing import check_w
 from clp_min.decoding import _pair
-from clp_min.exact_pg import check_enumerable, exact_objective, producible_responses
+from clp_min.oracle.exact_pg import check_enumerable, exact_objective, producible_responses
 
 
 @dataclass
@@ -200,7 +200,7 @@ def gradient_check(loss_fn, policy, pi_ref, task, prompts, w, beta, n_batches: i
     Args:
         loss_fn: ``(prompts [P, L], w [P, m], generator) -> scalar loss`` on one freshly sampled batch.
         policy: the trained policy, ``policy(w, idx) -> logits`` (conditioned; ``Unconditioned(model)`` for a
-            plain one, ``clp_min.hf.HFCausalLM`` for a Hugging Face model), the one ``loss_fn`` samples from.
+            plain one, ``clp_min.interop.hf.HFCausalLM`` for a Hugging Face model), the one ``loss_fn`` samples from.
         pi_ref: the reference, ``pi_ref(idx) -> logits``.
         prompts: ``[P, L]`` content tokens; ``w``: ``[P, m]`` one weighting per prompt; ``beta >= 0``.
         fixed_length: sum over all ``V^T`` sequences, every token decided (module doc).

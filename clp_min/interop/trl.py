@@ -1,6 +1,6 @@
 """TRL adapter: the enumerable task fed to TRL's own ``GRPOTrainer`` / ``RLOOTrainer`` loss code.
 
-    model = tiny_causal_lm("gpt2", task.vocab, seed=0)            # transformers model, through clp_min.hf
+    model = tiny_causal_lm("gpt2", task.vocab, seed=0)            # transformers model, through clp_min.interop.hf
     trainer = build_trainer("grpo", model, pi_ref, task, folder, G=8, beta=0.5, loss_type="grpo")
     loss_fn = trl_loss(trainer, G=8)                                # (prompts, w, generator) -> TRL's loss
     check = gradient_check(loss_fn, policy_of(trainer), HFCausalLM(pi_ref), task, prompts, w, beta)
@@ -37,7 +37,7 @@ import torch
 
 from clp_min import task as tk
 from clp_min.conditioning import Unconditioned
-from clp_min.hf import HFCausalLM, build_hf
+from clp_min.interop.hf import HFCausalLM, build_hf
 
 TRL_VERSION = "1.16.0"
 ALGORITHMS = ("grpo", "rloo")
@@ -88,7 +88,7 @@ def prompt_text(prompts: torch.Tensor) -> list:
 
 def tiny_causal_lm(kind: str, V: int, seed: int, n_positions: int = 16, n_embd: int = 16, n_layer: int = 1,
                    init_std: float = 0.5, eos_id: int = tk.EOS):
-    """A random GPT-2 or Llama with ``V`` logits built from a config through ``clp_min.hf.build_hf`` (no hub).
+    """A random GPT-2 or Llama with ``V`` logits built from a config through ``clp_min.interop.hf.build_hf`` (no hub).
 
     ``init_std``: the config's ``initializer_range``; 0.5 (not transformers' 0.02) makes random policies far
     from uniform, so that two of them differ and the KL term matters.
