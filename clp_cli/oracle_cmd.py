@@ -1,5 +1,7 @@
 """``clp oracle trl``: TRL's GRPO and RLOO losses checked against the exact gradient of J_w (entry point only).
 
+``clp oracle trl-e2e``: CLPs trained by TRL's own trainers, evaluated by exact regret.
+
 Writes ``table.json``, ``table.md`` and ``bias.png`` under ``--out``; refuses a folder that already holds
 them unless ``--overwrite``; progress on stderr. Needs the ``trl`` extra (``pip install -e ".[trl]"``).
 """
@@ -25,6 +27,15 @@ def add_parser(groups) -> None:
     p.add_argument("--jobs", type=int, default=1, help="processes, one cell each at a time")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     p.set_defaults(run=run_trl)
+    e = sub.add_parser("trl-e2e", help="CLPs trained by TRL's own trainers (weighting written in the prompt), exact regret")
+    e.add_argument("--out", required=True, help="output folder (e2e.json, e2e.md, regret.png)")
+    e.add_argument("--steps", type=int, default=300, help="training steps of every method")
+    e.add_argument("--eval-every", type=int, default=50, help="steps between exact evaluations")
+    e.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of every method (constant)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the models and the training draws")
+    e.add_argument("--jobs", type=int, default=1, help="processes, one method each at a time")
+    e.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    e.set_defaults(run=run_e2e)
 
 
 def run_trl(args) -> int:
@@ -48,4 +59,35 @@ def run_trl(args) -> int:
     table = tr.run_table(cfg, cells, args.jobs, progress)
     tr.write(table, out)
     print(f"wrote {out / 'table.md'}", file=sys.stderr)
+    return 0
+
+
+E2E_FILES = ("e2e.json", "e2e.md", "regret.png")
+
+
+def run_e2e(args) -> int:
+    import json
+    import os
+    import platform
+
+    from clp_min.studies import trl_e2e
+
+    out = output_dir(args.out)
+    present = [f for f in E2E_FILES if (out / f).exists()]
+    if present and not args.overwrite:
+        raise ValueError(f"out: {out / present[0]} exists (use --overwrite to replace it)")
+    for name in ("steps", "eval_every", "jobs"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"{name.replace('_', '-')}: must be a positive integer, got {getattr(args, name)}")
+    if args.steps % args.eval_every:
+        raise ValueError(f"eval-every: {args.eval_every} does not divide steps = {args.steps}")
+    cfg = trl_e2e.E2EConfig(steps=args.steps, eval_every=args.eval_every, lr=args.lr, seed=args.seed)
+    print(f"clp oracle trl-e2e: {len(trl_e2e.METHODS)} methods x {cfg.steps} steps", file=sys.stderr, flush=True)
+    result = trl_e2e.run_all(cfg, args.jobs, lambda done, total: print(f"  {done}/{total} methods", file=sys.stderr,
+                                                                       flush=True))
+    result["machine"] = f"{os.cpu_count()} CPUs, {args.jobs} processes, {platform.platform()}"
+    (out / "e2e.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "e2e.md").write_text(trl_e2e.markdown(result))
+    trl_e2e.figure(result, out / "regret.png")
+    print(f"wrote {out / 'e2e.md'}", file=sys.stderr)
     return 0

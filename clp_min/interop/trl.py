@@ -127,12 +127,14 @@ def reward_functions(task: tk.TaskConfig) -> list:
 
 
 def build_trainer(algorithm: str, model, pi_ref, task: tk.TaskConfig, folder, G: int, beta: float,
-                  fixed_length: bool = False, **options):
+                  fixed_length: bool = False, rows: list | None = None, **options):
     """TRL's trainer for ``model`` (trained) with ``pi_ref`` as its reference, ``G`` completions per prompt.
 
     ``options`` go to ``GRPOConfig`` / ``RLOOConfig`` (``loss_type``, ``scale_rewards``,
     ``use_bias_correction_kl``, ``multi_objective_aggregation``, ``normalize_advantages`` ...).
-    ``model`` is saved under ``folder`` and reloaded, so TRL's reference is rebuilt from there.
+    ``model`` is saved under ``folder`` and reloaded, so TRL's reference is rebuilt from there. ``rows``: the
+    training dataset (``prompt``, ``x``, ``w`` per row) for ``trainer.train()``; a placeholder when the caller
+    feeds batches itself (``trl_loss``).
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm: unknown {algorithm!r}; choose from {ALGORITHMS}")
@@ -149,10 +151,11 @@ def build_trainer(algorithm: str, model, pi_ref, task: tk.TaskConfig, folder, G:
     tokenizer.save_pretrained(folder / "policy")
     model = type(model).from_pretrained(folder / "policy", dtype=torch.float32)
     Config, Trainer = (trl.GRPOConfig, trl.GRPOTrainer) if algorithm == "grpo" else (trl.RLOOConfig, trl.RLOOTrainer)
-    args = Config(output_dir=str(folder / "out"), num_generations=G, per_device_train_batch_size=G,
-                  max_completion_length=task.response_len, beta=beta, report_to=[], use_cpu=True,
-                  save_strategy="no", logging_steps=10 ** 9, bf16=False, reward_weights=[1.0] * task.m, **options)
-    rows = [{"prompt": "t1", "x": [1] * task.prompt_len, "w": [1.0 / task.m] * task.m}]  # replaced per batch
+    settings = dict(output_dir=str(folder / "out"), num_generations=G, per_device_train_batch_size=G,
+                    max_completion_length=task.response_len, beta=beta, report_to=[], use_cpu=True,
+                    save_strategy="no", logging_steps=10 ** 9, bf16=False, reward_weights=[1.0] * task.m)
+    args = Config(**{**settings, **options})
+    rows = rows or [{"prompt": "t1", "x": [1] * task.prompt_len, "w": [1.0 / task.m] * task.m}]
     trainer = Trainer(model=model, reward_funcs=reward_functions(task), args=args,
                       train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     if beta > 0:

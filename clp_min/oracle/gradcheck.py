@@ -113,14 +113,18 @@ def response_logprobs(policy, w, prompts: torch.Tensor, Y: torch.Tensor, mask: t
 
 
 def batch_objective(policy, pi_ref, task: tk.TaskConfig, prompts: torch.Tensor, w, beta: float,
-                    fixed_length: bool = False) -> torch.Tensor:
-    """Exact ``J_{w_x}(x)`` per prompt ``[P]``, differentiable in the policy (``exact_pg.exact_objective``)."""
+                    fixed_length: bool = False, ref_sees_w: bool = False) -> torch.Tensor:
+    """Exact ``J_{w_x}(x)`` per prompt ``[P]``, differentiable in the policy (``exact_pg.exact_objective``).
+
+    ``ref_sees_w``: ``pi_ref(w, idx)`` is called with the weighting (a reference that reads the same written
+    prompt as the policy, as TRL's does: ``clp_min.studies.trl_e2e``); else ``pi_ref(idx)``.
+    """
     prompts, w, beta = check_inputs(task, prompts, w, beta)
     Y, mask = responses(task, fixed_length)
     P, N = prompts.size(0), Y.size(0)
     logp, _ = response_logprobs(policy, w.float(), prompts, Y, mask)
     with torch.no_grad():
-        logp_ref, _ = response_logprobs(pi_ref, None, prompts, Y, mask)
+        logp_ref, _ = response_logprobs(pi_ref, w.float() if ref_sees_w else None, prompts, Y, mask)
         r = tk.rewards(task, prompts.repeat_interleave(N, dim=0), Y.repeat(P, 1)).view(P, N, -1)
     return exact_objective(logp, logp_ref, r, w.double(), beta)
 

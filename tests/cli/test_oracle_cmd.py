@@ -24,3 +24,15 @@ def test_tiny_table_and_refusals(tmp_path, capsys):
 def test_bad_options_refused(tmp_path, capsys, args, field):
     assert main(["oracle", "trl", "--out", str(tmp_path / "x"), "--scale", "reduced", *args]) == 2
     assert capsys.readouterr().err.strip().startswith(f"clp: error: {field}:")
+
+
+def test_e2e_smoke(tmp_path, capsys):
+    """One training step of every method: the files, the regret at step 0 (= pi_ref) is 1 for every method."""
+    out = tmp_path / "e2e"
+    assert main(["oracle", "trl-e2e", "--out", str(out), "--steps", "1", "--eval-every", "1"]) == 0
+    result = json.loads((out / "e2e.json").read_text())
+    assert len(result["runs"]) == 6 and (out / "regret.png").stat().st_size > 0
+    for run in result["runs"]:
+        assert run["curve"][0][1] == pytest.approx(1.0) and run["curve"][-1][0] == 1
+    assert main(["oracle", "trl-e2e", "--out", str(out), "--steps", "4", "--eval-every", "3"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("clp: error: out:")

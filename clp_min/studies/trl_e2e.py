@@ -1,0 +1,249 @@
+"""End to end: a CLP trained by TRL's own trainer with per-example weightings, evaluated exactly.
+
+The weighting is written into the prompt (``WrittenWeighting``): with ``m = 2`` and the grid
+``w_1 in {0, 1/4, 1/2, 3/4, 1}`` (``LEVELS = 4``), the token ``q = round(4 w_1)`` (an id ``0 .. 4``,
+so ``V >= 5``) goes before the task's prompt. Works with any TRL model: TRL only sees a prompt.
+Training weightings are drawn as ``clp train`` draws them (Dirichlet with vertices,
+``clp_min.weightings.draw_weightings``) and rounded to the grid, so training and evaluation weightings
+are the grid's.
+
+The reference reads the same written prompt (TRL computes ``pi_ref``'s log-probs on the
+policy's inputs), so ``J_w``'s reference is ``pi_ref(y | q(w), x)``: every method below, and the
+exact optimum, use that one.
+
+Methods at equal sampled completions (``steps x P x G``): TRL's GRPO and RLOO (``trainer.train()``,
+constant learning rate, Adam, no gradient clipping) and clp_min's RLOO (the same loss as
+``clp_min.rl.rl_step``); clp_min's exact estimator at the same steps and prompts. Evaluation:
+exact normalised regret ``(J*_w - J_w(pi)) / (J*_w - J_w(pi_ref))`` (``clp_min.oracle.kit.exact_regret``)
+on the held-out prompts, averaged over the grid, every ``eval_every`` steps.
+
+Shape letters: P prompts per step, G completions per prompt, K grid weightings, m = 2 rewards.
+"""
+from __future__ import annotations
+
+import copy
+import tempfile
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from clp_min import rl
+from clp_min import task as tk
+from clp_min.decoding import sample
+from clp_min.interop import trl as ta
+from clp_min.interop.hf import HFCausalLM
+from clp_min.oracle import gradcheck, kit
+from clp_min.weightings import draw_weightings
+
+LEVELS = 4
+GRID = np.array([[q / LEVELS, 1 - q / LEVELS] for q in range(LEVELS + 1)])  # (K, 2)
+
+
+def level_tokens(w: torch.Tensor, B: int) -> torch.Tensor:
+    """The written weighting ``[B, 1]``: token ``round(LEVELS w_1)`` (``w`` ``[m]`` or ``[B, m]``)."""
+    w = torch.as_tensor(w, dtype=torch.float64)
+    q = torch.round(LEVELS * w[..., 0]).long()
+    return q.expand(B)[:, None] if q.dim() == 0 else q[:, None]
+
+
+class WrittenWeighting(nn.Module):
+    """``policy(w, idx, cache)`` of a plain model whose input starts with the weighting's token."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, w, idx, cache=None):
+        if cache is not None:  # the written token is already in the cache
+            return self.model(idx, cache)
+        logits, cache = self.model(torch.cat([level_tokens(w, idx.size(0)).to(idx.device), idx], dim=1))
+        return logits[:, 1:], cache  # (B, N, V): drop the written token's own prediction
+
+
+@dataclass(frozen=True)
+class E2EConfig:
+    vocab: int = 5  # V (>= LEVELS + 1: the written token is a task token id)
+    prompt_len: int = 3  # L: 64 prompts, 1/8 of them held out
+    response_len: int = 3  # T
+    beta: float = 0.5
+    prompts: int = 8  # P per step
+    G: int = 8  # completions per prompt
+    steps: int = 300
+    lr: float = 1e-3
+    eval_every: int = 50
+    p_vertex: float = 0.25  # weightings: Dirichlet(1) with this share of vertices (clp train's "vertices")
+    model: str = "gpt2"
+    seed: int = 0
+
+
+def task_of(cfg: E2EConfig) -> tk.TaskConfig:
+    return tk.TaskConfig(vocab=cfg.vocab, prompt_len=cfg.prompt_len, response_len=cfg.response_len,
+                         rewards=("coverage", "knob"), strength=1.0)
+
+
+def training_draws(cfg: E2EConfig, task: tk.TaskConfig) -> tuple:
+    """Every step's prompts ``[S, P, L]`` and grid weightings ``[S, P, 2]`` (one seed: the same for every method)."""
+    rng, gen = np.random.default_rng(cfg.seed), torch.Generator().manual_seed(cfg.seed)
+    x = tk.sample_prompts(task, cfg.steps * cfg.prompts, gen, split="train").view(cfg.steps, cfg.prompts, -1)
+    w = draw_weightings(rng, cfg.steps * cfg.prompts, 2, "vertices", 1.0, cfg.p_vertex)
+    w1 = np.round(LEVELS * w[:, 0]) / LEVELS
+    return x, torch.from_numpy(np.stack([w1, 1 - w1], axis=1)).view(cfg.steps, cfg.prompts, 2)
+
+
+def evaluate(policy, ref, task, beta) -> tuple:
+    """Mean normalised regret on the held-out prompts and on the first 8 training prompts (optimisation alone)."""
+    x = tk.all_prompts(task)
+    return mean_regret(policy, ref, task, x[tk.is_heldout(x)], beta), mean_regret(policy, ref, task, x[~tk.is_heldout(x)][:8], beta)
+
+
+def mean_regret(policy, ref, task, prompts, beta) -> float:
+    """Exact normalised regret on ``prompts``, averaged over the grid (each weighting with its own written prompt)."""
+    out = []
+    for w in GRID:
+        wt = torch.as_tensor(w)
+        check = kit.exact_regret(policy, lambda idx, wt=wt: ref(wt, idx), task, prompts, w[None], beta, tol=1.0)
+        out.append(float(check.numbers["normalised_regret"][0]))
+    return float(np.mean(out))
+
+
+def run_trl(cfg: E2EConfig, algorithm: str, options: dict, progress=None) -> list:
+    """TRL's own ``trainer.train()``; exact held-out regret every ``eval_every`` steps ``[(step, regret)]``."""
+    from transformers import TrainerCallback
+
+    task = task_of(cfg)
+    x, w = training_draws(cfg, task)
+    rows = [{"prompt": ta.prompt_text(torch.cat([level_tokens(w[s, p], 1)[0], x[s, p]])[None])[0],
+             "x": x[s, p].tolist(), "w": w[s, p].tolist()} for s in range(cfg.steps) for p in range(cfg.prompts)]
+    model = ta.tiny_causal_lm(cfg.model, task.vocab, cfg.seed + 1)  # starts at pi_ref
+    pi_ref = ta.tiny_causal_lm(cfg.model, task.vocab, cfg.seed + 1)
+    ref = WrittenWeighting(HFCausalLM(pi_ref))
+    curve = []
+
+    class Evaluate(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step % cfg.eval_every == 0:
+                curve.append((state.global_step, *evaluate(WrittenWeighting(HFCausalLM(trainer.model)), ref, task,
+                                                           cfg.beta)))
+                if progress:
+                    progress(algorithm, state.global_step)
+
+    with tempfile.TemporaryDirectory() as folder:
+        trainer = ta.build_trainer(algorithm, model, pi_ref, task, folder, cfg.G, cfg.beta, rows=rows,
+                                   per_device_train_batch_size=cfg.prompts * cfg.G, max_steps=cfg.steps,
+                                   learning_rate=cfg.lr, lr_scheduler_type="constant", max_grad_norm=0.0,
+                                   shuffle_dataset=False, seed=cfg.seed, **options)
+        curve.append((0, *evaluate(WrittenWeighting(HFCausalLM(trainer.model)), ref, task, cfg.beta)))
+        trainer.add_callback(Evaluate())
+        trainer.train()
+    return curve
+
+
+def run_clp_min(cfg: E2EConfig, estimator: str, progress=None) -> list:
+    """clp_min's RLOO (``G`` samples per prompt) or exact estimator on the same draws, model and optimiser."""
+    task = task_of(cfg)
+    x, w = training_draws(cfg, task)
+    pi_ref = ta.tiny_causal_lm(cfg.model, task.vocab, cfg.seed + 1)
+    ref = WrittenWeighting(HFCausalLM(pi_ref))
+    policy = WrittenWeighting(HFCausalLM(copy.deepcopy(pi_ref)))
+    opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    curve = [(0, *evaluate(policy, ref, task, cfg.beta))]
+    T, G = task.response_len, cfg.G
+    for s in range(cfg.steps):
+        if estimator == "exact":
+            loss = -gradcheck.batch_objective(policy, ref, task, x[s], w[s], cfg.beta, ref_sees_w=True).mean()
+        else:  # RLOO, clp_min.rl.rl_step's loss
+            xs, ws = x[s].repeat_interleave(G, dim=0), w[s].float().repeat_interleave(G, dim=0)
+            y = rl.pad_responses(sample(policy, ws, xs, T, generator=gen, eos=tk.EOS).tokens, T)
+            logp = rl.response_logprobs(policy, ws, xs, y)
+            with torch.no_grad():
+                kl = logp - rl.response_logprobs(ref, ws, xs, y)
+                R = (ws * tk.rewards(task, xs, y).float()).sum(1) - cfg.beta * kl
+                A = rl.leave_one_out_advantages(R.view(-1, G)).view(-1)
+            loss = -(A * logp).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (s + 1) % cfg.eval_every == 0:
+            curve.append((s + 1, *evaluate(policy, ref, task, cfg.beta)))
+            if progress:
+                progress(estimator, s + 1)
+    return curve
+
+
+METHODS = {  # name: (runner, argument)
+    "trl grpo defaults (dapo, group std, KL correction)": ("trl", ("grpo", {})),
+    "trl grpo dr_grpo, scale none, KL correction": ("trl", ("grpo", {"loss_type": "dr_grpo", "scale_rewards": "none"})),
+    "trl grpo dr_grpo, scale none, no KL correction": ("trl", ("grpo", {"loss_type": "dr_grpo", "scale_rewards": "none",
+                                                                         "use_bias_correction_kl": False})),
+    "trl rloo defaults": ("trl", ("rloo", {})),
+    "clp_min rloo": ("clp_min", "rloo"),
+    "clp_min exact": ("clp_min", "exact"),
+}
+
+
+def run_method(args) -> dict:
+    cfg, name = args
+    torch.set_num_threads(1)
+    kind, arg = METHODS[name]
+    curve = run_trl(cfg, *arg) if kind == "trl" else run_clp_min(cfg, arg)
+    return {"method": name, "curve": curve, "final_heldout_regret": curve[-1][1], "final_train_regret": curve[-1][2]}
+
+
+def run_all(cfg: E2EConfig, jobs: int = 1, progress=None) -> dict:
+    """Every method of ``METHODS`` (in ``jobs`` processes); ``progress(done, total)`` after each."""
+    import multiprocessing
+
+    work = [(cfg, name) for name in METHODS]
+    results = []
+    if jobs == 1:
+        for job in work:
+            results.append(run_method(job))
+            if progress:
+                progress(len(results), len(work))
+    else:
+        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+            for out in pool.imap(run_method, work):
+                results.append(out)
+                if progress:
+                    progress(len(results), len(work))
+    return {"config": asdict(cfg), "runs": results}
+
+
+def markdown(result: dict) -> str:
+    c = result["config"]
+    lines = ["# CLPs trained by TRL's trainers, exact regret\n",
+             f"V = {c['vocab']}, L = {c['prompt_len']}, T = {c['response_len']}, beta = {c['beta']}, {c['prompts']} prompts x "
+             f"G = {c['G']} completions per step, {c['steps']} steps, Adam lr {c['lr']:g} (constant, no clipping), "
+             f"{c['model']} (1 layer); weighting written as a prompt token on the grid w_1 in 0, 1/4, .., 1; "
+             f"mean exact normalised regret over the grid (0 = optimum, 1 = pi_ref). Machine: "
+             f"{result.get('machine', '?')}.\n",
+             "| method | held-out regret | training-prompt regret | curve (step: held-out) |", "|---|---|---|---|"]
+    for run in result["runs"]:
+        curve = ", ".join(f"{s}: {h:.3f}" for s, h, _ in run["curve"])
+        lines.append(f"| {run['method']} | {run['final_heldout_regret']:.3f} | {run['final_train_regret']:.3f} | {curve} |")
+    return "\n".join(lines) + "\n"
+
+
+def figure(result: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for run in result["runs"]:
+        steps = [s for s, _, _ in run["curve"]]
+        for ax, k in zip(axes, (1, 2)):
+            ax.plot(steps, [p[k] for p in run["curve"]], marker="o", ms=3, label=run["method"])
+    for ax, title in zip(axes, ("held-out prompts", "training prompts")):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step")
+        ax.axhline(0, color="gray", lw=0.5)
+    axes[0].set_ylabel("mean exact normalised regret")
+    axes[1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
