@@ -2,8 +2,10 @@
 
 Scales (``SCALES``): ``tiny`` (two cells, a smoke test), ``reduced`` (the rows of
 ``trl_check.reduced_rows`` at variable and fixed length with misaligned rewards and at variable
-length with aligned ones) and ``full`` (every row of ``trl_check.all_rows`` at all four settings;
-with ``--n-batches 1000`` sized for about 8 minutes on 16 cores, docs/checking_a_trainer.md).
+length with aligned ones) and ``full`` (every row of ``trl_check.all_rows`` at all four settings:
+304 cells). Cost measured on a shared 2-core machine: median 15.5 s per cell of 400 batches (7.6 s to
+65 s; RLOO's batches cost about twice GRPO's), so ``--scale full --n-batches 600 --jobs 16`` needs about
+304 x 23 s / 16 = 7.3 minutes on 16 such cores.
 """
 from __future__ import annotations
 
@@ -82,11 +84,13 @@ def markdown(table: dict) -> str:
              f"{c['groups']} batch groups (jackknife), verdicts at {c['k']:g} SE. Machine: "
              f"{table['machine']['cpus']} CPUs, {table['machine']['jobs']} processes, "
              f"{table['wall_seconds']:.0f} s; trl {table['machine']['trl']}.\n",
-             "rel bias = ||E[g_hat] - g|| / ||g|| against the exact gradient g of -mean J_w; 'vs prediction' "
-             "compares the measured mean gradient with the predicted one (docs/checking_a_trainer.md).\n",
+             "rel bias = ||E[g_hat] - g|| / ||g|| against the exact gradient g of -mean J_w (± SE; 0 when the "
+             "noise-corrected estimate is negative); direction error = min_c ||c E[g_hat] - g|| / ||g|| (noisy: "
+             "read it against RLOO's); 'vs prediction' compares the measured mean gradient with the predicted one "
+             "(docs/checking_a_trainer.md).\n",
              "| configuration | lengths | rewards | predicted | pred. rel bias | pred. scale | measured cos | "
-             "measured scale | measured rel bias | verdict | vs prediction |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "measured scale | direction error | measured rel bias | verdict | vs prediction |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for cell in table["cells"]:
         m, p = cell["measured"], cell.get("predicted")
         vp = cell.get("vs_prediction")
@@ -95,32 +99,37 @@ def markdown(table: dict) -> str:
         p_bias, p_scale = ("-", "-") if p is None else (f"{p['rel_bias']:.3f}", f"{p['scale']:.3f}")
         lines.append(f"| {cell['name']} | {cell['setting']['lengths']} | {cell['setting']['alignment']} | "
                      f"{cell['prediction']} | {p_bias} | {p_scale} | {m['cosine']:.3f} | {m['scale']:.3f} | "
+                     f"{m['direction_error']:.3f} | "
                      f"{_pm(m['rel_bias'], m['rel_bias_se'])} | {m['verdict']} | {vs} |")
     return "\n".join(lines) + "\n"
 
 
 def figure(table: dict, path) -> None:
-    """Measured relative bias per configuration (error bars: SE), the prediction as a marker where one exists."""
+    """Per cell: measured relative bias (± SE) with the prediction as a marker where one exists, and the direction
+    error left after the best rescaling (a right direction with a smaller step has a large bias and no such error)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cells = table["cells"]
-    labels = [f"{c['name']} [{c['setting']['lengths']}, {c['setting']['alignment']}]" for c in cells]
-    fig, ax = plt.subplots(figsize=(9, 0.28 * len(cells) + 1.2))
-    y = range(len(cells))
+    labels = [f"{c['name'].replace('sum_then_normalize', '').replace('kl_correction', 'corr')} "
+              f"[{c['setting']['lengths']}, {c['setting']['alignment']}]" for c in cells]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 0.26 * len(cells) + 1.4), sharey=True,
+                                  gridspec_kw={"width_ratios": [2, 1]})
+    y = list(range(len(cells)))
     ax.errorbar([c["measured"]["rel_bias"] for c in cells], y,
-                xerr=[c["measured"]["rel_bias_se"] for c in cells], fmt="o", label="measured (± SE)")
+                xerr=[c["measured"]["rel_bias_se"] for c in cells], fmt="o", ms=4, label="measured (± SE)")
     pred = [(i, c["predicted"]["rel_bias"]) for i, c in enumerate(cells) if "predicted" in c]
     if pred:
         ax.plot([p for _, p in pred], [i for i, _ in pred], "x", color="red", label="predicted")
-    ax.set_yticks(list(y), labels, fontsize=6)
+    ax2.plot([c["measured"]["direction_error"] for c in cells], y, "s", ms=4, color="gray")
+    ax.set_yticks(y, labels, fontsize=6)
     ax.invert_yaxis()
-    ax.set_xlabel("relative bias ||E[g_hat] - g|| / ||g||")
+    ax.set_xlabel("relative bias ||E[g_hat] - g|| / ||g||", fontsize=8)
+    ax2.set_xlabel("direction error after best rescaling", fontsize=8)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
