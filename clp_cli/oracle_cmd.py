@@ -27,7 +27,8 @@ def add_parser(groups) -> None:
     p.add_argument("--jobs", type=int, default=1, help="processes, one cell each at a time")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     p.set_defaults(run=run_trl)
-    e = sub.add_parser("trl-e2e", help="CLPs trained by TRL's own trainers (weighting written in the prompt), exact regret")
+    e = sub.add_parser("trl-e2e", help="CLPs trained by TRL's own trainers (weighting written in the prompt), "
+                                       "exact regret")
     e.add_argument("--out", required=True, help="output folder (e2e.json, e2e.md, regret.png)")
     e.add_argument("--steps", type=int, default=300, help="training steps of every method")
     e.add_argument("--eval-every", type=int, default=50, help="steps between exact evaluations")

@@ -95,7 +95,8 @@ def training_draws(cfg: E2EConfig, task: tk.TaskConfig) -> tuple:
 def evaluate(policy, ref, task, beta) -> tuple:
     """Mean normalised regret on the held-out prompts and on the first 8 training prompts (optimisation alone)."""
     x = tk.all_prompts(task)
-    return mean_regret(policy, ref, task, x[tk.is_heldout(x)], beta), mean_regret(policy, ref, task, x[~tk.is_heldout(x)][:8], beta)
+    held = tk.is_heldout(x)
+    return mean_regret(policy, ref, task, x[held], beta), mean_regret(policy, ref, task, x[~held][:8], beta)
 
 
 def mean_regret(policy, ref, task, prompts, beta) -> float:
@@ -215,7 +216,8 @@ def run_all(cfg: E2EConfig, jobs: int = 1, progress=None) -> dict:
 def markdown(result: dict) -> str:
     c = result["config"]
     lines = ["# CLPs trained by TRL's trainers, exact regret\n",
-             f"V = {c['vocab']}, L = {c['prompt_len']}, T = {c['response_len']}, beta = {c['beta']}, {c['prompts']} prompts x "
+             f"V = {c['vocab']}, L = {c['prompt_len']}, T = {c['response_len']}, beta = {c['beta']}, "
+             f"{c['prompts']} prompts x "
              f"G = {c['G']} completions per step, {c['steps']} steps, Adam lr {c['lr']:g} (constant, no clipping), "
              f"{c['model']} (1 layer); weighting written as a prompt token on the grid w_1 in 0, 1/4, .., 1; "
              f"mean exact normalised regret over the grid (0 = optimum, 1 = pi_ref). Machine: "
@@ -223,7 +225,8 @@ def markdown(result: dict) -> str:
              "| method | held-out regret | training-prompt regret | curve (step: held-out) |", "|---|---|---|---|"]
     for run in result["runs"]:
         curve = ", ".join(f"{s}: {h:.3f}" for s, h, _ in run["curve"])
-        lines.append(f"| {run['method']} | {run['final_heldout_regret']:.3f} | {run['final_train_regret']:.3f} | {curve} |")
+        lines.append(f"| {run['method']} | {run['final_heldout_regret']:.3f} | {run['final_train_regret']:.3f} | "
+                     f"{curve} |")
     return "\n".join(lines) + "\n"
 
 

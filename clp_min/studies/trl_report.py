@@ -78,7 +78,7 @@ def _pm(x: float, se: float) -> str:
 def markdown(table: dict) -> str:
     """One line per cell: predicted and measured columns with standard errors."""
     c = table["config"]
-    lines = [f"# TRL losses against the exact gradient of J_w\n",
+    lines = ["# TRL losses against the exact gradient of J_w\n",
              f"V = {c['vocab']}, L = {c['prompt_len']}, T = {c['response_len']}, {c['prompts']} prompts x "
              f"G = {c['G']} completions, {c['model']} (1 layer), {c['n_batches']} sampled batches per cell, SE by "
              f"{c['groups']} batch groups (jackknife), verdicts at {c['k']:g} SE. Machine: "

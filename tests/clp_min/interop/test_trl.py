@@ -5,7 +5,6 @@ Independent routes: completions' masks and advantages are recomputed from the ta
 ``decision_mask``, rewards and ``clp_min.rl.leave_one_out_advantages``; the reference's log-probs
 from pi_ref through ``clp_min.interop.hf.HFCausalLM``; the gradients from enumeration (``gradcheck``).
 """
-import inspect
 
 import pytest
 import torch
@@ -27,7 +26,8 @@ G, BETA = 8, 0.5
 
 def trainer(tmp_path, algorithm, beta=BETA, fixed=False, **options):
     eos = TASK.vocab if fixed else tk.EOS
-    model, pi_ref = ta.tiny_causal_lm("gpt2", TASK.vocab, 0, eos_id=eos), ta.tiny_causal_lm("gpt2", TASK.vocab, 1, eos_id=eos)
+    model = ta.tiny_causal_lm("gpt2", TASK.vocab, 0, eos_id=eos)
+    pi_ref = ta.tiny_causal_lm("gpt2", TASK.vocab, 1, eos_id=eos)
     return ta.build_trainer(algorithm, model, pi_ref, TASK, tmp_path, G, beta, fixed, **options), pi_ref
 
 
