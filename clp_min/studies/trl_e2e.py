@@ -75,7 +75,14 @@ class E2EConfig:
     eval_every: int = 50
     p_vertex: float = 0.25  # weightings: Dirichlet(1) with this share of vertices (clp train's "vertices")
     model: str = "gpt2"
+    n_embd: int = 16  # width of the tiny model
+    n_layer: int = 1  # its layers
     seed: int = 0
+
+
+def lm(cfg: E2EConfig, V: int):
+    """pi_ref and every method's initial policy (one seed: the policy starts at pi_ref)."""
+    return ta.tiny_causal_lm(cfg.model, V, cfg.seed + 1, n_embd=cfg.n_embd, n_layer=cfg.n_layer)
 
 
 def task_of(cfg: E2EConfig) -> tk.TaskConfig:
@@ -99,6 +106,18 @@ def evaluate(policy, ref, task, beta) -> tuple:
     return mean_regret(policy, ref, task, x[held], beta), mean_regret(policy, ref, task, x[~held][:8], beta)
 
 
+BETAS = (0.5, 0.2, 0.1, 0.05, 0.02)  # objectives a trained policy is scored against (what did it optimise?)
+
+
+def effective_beta(policy, ref, task) -> dict:
+    """The final policy's regret on the first 8 training prompts against ``J_w`` at each KL weight of ``BETAS``:
+    the weight where it is smallest says which objective a method optimised (a trainer whose KL term is
+    effectively weaker lands nearer a smaller beta's optimum)."""
+    x = tk.all_prompts(task)
+    x = x[~tk.is_heldout(x)][:8]
+    return {f"{b:g}": mean_regret(policy, ref, task, x, b) for b in BETAS}
+
+
 def mean_regret(policy, ref, task, prompts, beta) -> float:
     """Exact normalised regret on ``prompts``, averaged over the grid (each weighting with its own written prompt)."""
     out = []
@@ -117,8 +136,7 @@ def run_trl(cfg: E2EConfig, algorithm: str, options: dict, progress=None) -> lis
     x, w = training_draws(cfg, task)
     rows = [{"prompt": ta.prompt_text(torch.cat([level_tokens(w[s, p], 1)[0], x[s, p]])[None])[0],
              "x": x[s, p].tolist(), "w": w[s, p].tolist()} for s in range(cfg.steps) for p in range(cfg.prompts)]
-    model = ta.tiny_causal_lm(cfg.model, task.vocab, cfg.seed + 1)  # starts at pi_ref
-    pi_ref = ta.tiny_causal_lm(cfg.model, task.vocab, cfg.seed + 1)
+    model, pi_ref = lm(cfg, task.vocab), lm(cfg, task.vocab)  # the policy starts at pi_ref
     ref = WrittenWeighting(HFCausalLM(pi_ref))
     curve = []
 
@@ -138,14 +156,14 @@ def run_trl(cfg: E2EConfig, algorithm: str, options: dict, progress=None) -> lis
         curve.append((0, *evaluate(WrittenWeighting(HFCausalLM(trainer.model)), ref, task, cfg.beta)))
         trainer.add_callback(Evaluate())
         trainer.train()
-    return curve
+        return curve, effective_beta(WrittenWeighting(HFCausalLM(trainer.model)), ref, task)
 
 
 def run_clp_min(cfg: E2EConfig, estimator: str, progress=None) -> list:
     """clp_min's RLOO (``G`` samples per prompt) or exact estimator on the same draws, model and optimiser."""
     task = task_of(cfg)
     x, w = training_draws(cfg, task)
-    pi_ref = ta.tiny_causal_lm(cfg.model, task.vocab, cfg.seed + 1)
+    pi_ref = lm(cfg, task.vocab)
     ref = WrittenWeighting(HFCausalLM(pi_ref))
     policy = WrittenWeighting(HFCausalLM(copy.deepcopy(pi_ref)))
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
@@ -171,7 +189,7 @@ def run_clp_min(cfg: E2EConfig, estimator: str, progress=None) -> list:
             curve.append((s + 1, *evaluate(policy, ref, task, cfg.beta)))
             if progress:
                 progress(estimator, s + 1)
-    return curve
+    return curve, effective_beta(policy, ref, task)
 
 
 METHODS = {  # name: (runner, argument)
@@ -189,8 +207,9 @@ def run_method(args) -> dict:
     cfg, name = args
     torch.set_num_threads(1)
     kind, arg = METHODS[name]
-    curve = run_trl(cfg, *arg) if kind == "trl" else run_clp_min(cfg, arg)
-    return {"method": name, "curve": curve, "final_heldout_regret": curve[-1][1], "final_train_regret": curve[-1][2]}
+    curve, by_beta = run_trl(cfg, *arg) if kind == "trl" else run_clp_min(cfg, arg)
+    return {"method": name, "curve": curve, "final_heldout_regret": curve[-1][1], "final_train_regret": curve[-1][2],
+            "train_regret_by_beta": by_beta}
 
 
 def run_all(cfg: E2EConfig, jobs: int = 1, progress=None) -> dict:
@@ -227,6 +246,14 @@ def markdown(result: dict) -> str:
         curve = ", ".join(f"{s}: {h:.3f}" for s, h, _ in run["curve"])
         lines.append(f"| {run['method']} | {run['final_heldout_regret']:.3f} | {run['final_train_regret']:.3f} | "
                      f"{curve} |")
+    betas = list(result["runs"][0]["train_regret_by_beta"])
+    lines += ["\nWhat each final policy optimised: its regret on the training prompts against J_w at other KL "
+              "weights (trained at beta = %g; the smallest regret marks the objective it is nearest the optimum of).\n"
+              % c["beta"], "| method | " + " | ".join(f"beta = {b}" for b in betas) + " |",
+              "|---|" + "---|" * len(betas)]
+    for run in result["runs"]:
+        r = run["train_regret_by_beta"]
+        lines.append(f"| {run['method']} | " + " | ".join(f"{r[b]:.3f}" for b in betas) + " |")
     return "\n".join(lines) + "\n"
 
 
