@@ -18,7 +18,7 @@ def add_parser(groups) -> None:
     p = sub.add_parser("trl", help="bias table of TRL's GRPO and RLOO losses against the exact gradient of J_w")
     p.add_argument("--out", required=True, help="output folder (table.json, table.md, bias.png)")
     p.add_argument("--scale", default="reduced", choices=("tiny", "reduced", "full"),
-                   help="which rows and settings: tiny (2 cells), reduced (30), full (304)")
+                   help="which rows and settings: tiny (2 cells), reduced (44), full (304)")
     p.add_argument("--n-batches", type=int, default=400, help="sampled batches per cell (a multiple of --groups)")
     p.add_argument("--groups", type=int, default=20, help="batch groups for the standard errors")
     p.add_argument("--beta", type=float, default=0.5, help="KL weight of the beta > 0 rows")

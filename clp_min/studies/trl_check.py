@@ -109,6 +109,7 @@ def reduced_rows(beta: float) -> list:
             Row("grpo", beta, "grpo", "none", False, "sum_then_normalize"),
             Row("grpo", 0.0, "grpo", "none", False, "sum_then_normalize"),
             Row("grpo", 0.0, "dr_grpo", "none", False, "sum_then_normalize"),
+            Row("grpo", 0.0, "dapo", "none", False, "sum_then_normalize"),  # tokens over the batch's count
             Row("grpo", 0.0, "grpo", "none", False, "normalize_then_sum"),
             Row("rloo", beta), Row("rloo", 0.0), Row("rloo", beta, normalize_advantages=True)]
 

@@ -1,8 +1,7 @@
 """The TRL bias table: cells run over processes, then JSON, markdown and a figure (``clp oracle trl``).
 
 Scales (``SCALES``): ``tiny`` (two cells, a smoke test), ``reduced`` (the rows of
-``trl_check.reduced_rows`` at variable and fixed length with misaligned rewards and at variable
-length with aligned ones) and ``full`` (every row of ``trl_check.all_rows`` at all four settings:
+``trl_check.reduced_rows`` at the four settings: 44 cells) and ``full`` (every row of ``trl_check.all_rows`` at all four settings:
 304 cells). Cost measured on a shared 2-core machine: median 15.5 s per cell of 400 batches (7.6 s to
 65 s; RLOO's batches cost about twice GRPO's), so ``--scale full --n-batches 600 --jobs 16`` needs about
 304 x 23 s / 16 = 7.3 minutes on 16 such cores.
@@ -29,9 +28,7 @@ def plan(scale: str, cfg: tc.StudyConfig) -> tuple:
     if scale == "full":
         return cfg, [(r, s) for r in tc.all_rows(cfg.beta) for s in tc.settings()]
     if scale == "reduced":
-        settings = (tc.Setting("variable", "misaligned"), tc.Setting("fixed", "misaligned"),
-                    tc.Setting("variable", "aligned"))
-        return cfg, [(r, s) for r in tc.reduced_rows(cfg.beta) for s in settings]
+        return cfg, [(r, s) for r in tc.reduced_rows(cfg.beta) for s in tc.settings()]
     small = replace(cfg, n_batches=min(cfg.n_batches, 6 * 3), groups=3)
     return small, [(tc.Row("rloo", cfg.beta), tc.Setting("variable", "misaligned")),
                    (tc.Row("grpo", cfg.beta, "grpo", "none", True, "sum_then_normalize"),

@@ -24,10 +24,10 @@ W = torch.tensor([[0.3, 0.7], [0.6, 0.4]], dtype=torch.float64)
 G, BETA = 8, 0.5
 
 
-def trainer(tmp_path, algorithm, beta=BETA, fixed=False, **options):
+def trainer(tmp_path, algorithm, beta=BETA, fixed=False, kind="gpt2", **options):
     eos = TASK.vocab if fixed else tk.EOS
-    model = ta.tiny_causal_lm("gpt2", TASK.vocab, 0, eos_id=eos)
-    pi_ref = ta.tiny_causal_lm("gpt2", TASK.vocab, 1, eos_id=eos)
+    model = ta.tiny_causal_lm(kind, TASK.vocab, 0, eos_id=eos)
+    pi_ref = ta.tiny_causal_lm(kind, TASK.vocab, 1, eos_id=eos)
     return ta.build_trainer(algorithm, model, pi_ref, TASK, tmp_path, G, beta, fixed, **options), pi_ref
 
 
@@ -45,9 +45,10 @@ def test_version_and_private_methods_pinned(monkeypatch):
         ta.check_trl_internals()
 
 
-def test_rloo_batch_is_the_task(tmp_path):
+@pytest.mark.parametrize("kind", ta.MODEL_KINDS)
+def test_rloo_batch_is_the_task(tmp_path, kind):
     """TRL's completion mask is the task's decision rule; its advantages are RLOO's on w . r of the task."""
-    tr, _ = trainer(tmp_path, "rloo", beta=0.0)
+    tr, _ = trainer(tmp_path, "rloo", beta=0.0, kind=kind)
     out = batch(tr)
     y = rl.pad_responses(out["completion_ids"], TASK.response_len)  # (B, T), pad = EOS
     assert torch.equal(out["completion_mask"].bool(), tk.decision_mask(y))
