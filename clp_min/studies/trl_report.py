@@ -2,9 +2,9 @@
 
 Scales (``SCALES``): ``tiny`` (two cells, a smoke test), ``reduced`` (the rows of
 ``trl_check.reduced_rows`` at the four settings: 44 cells) and ``full`` (every row of ``trl_check.all_rows`` at all four settings:
-304 cells). Cost measured on a shared 2-core machine: median 15.5 s per cell of 400 batches (7.6 s to
-65 s; RLOO's batches cost about twice GRPO's), so ``--scale full --n-batches 600 --jobs 16`` needs about
-304 x 23 s / 16 = 7.3 minutes on 16 such cores.
+304 cells). Cost measured on a shared 2-core machine: median 11.4 s per cell of 400 batches (4 s to
+39 s; 15.5 s median in a busier run; RLOO's batches cost about twice GRPO's), so ``--scale full
+--n-batches 600 --jobs 16`` needs about 304 x 17-23 s / 16 = 5.5-7.5 minutes on 16 such cores.
 """
 from __future__ import annotations
 
