@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from clp_cli.paths import output_dir
+from clp_cli.paths import check_output_folder, output_folder
 
 
 def add_parser(groups) -> None:
@@ -43,10 +43,7 @@ def run_trl(args) -> int:
     from clp_min.studies import trl_check as tc
     from clp_min.studies import trl_report as tr
 
-    out = output_dir(args.out)
-    present = [f for f in tr.FILES if (out / f).exists()]
-    if present and not args.overwrite:
-        raise ValueError(f"out: {out / present[0]} exists (use --overwrite to replace it)")
+    check_output_folder(args.out, tr.FILES, overwrite=args.overwrite)  # refused before any work
     cfg = tc.StudyConfig(n_batches=args.n_batches, groups=args.groups, beta=args.beta, model=args.model,
                          seed=args.seed)
     cfg, cells = tr.plan(args.scale, cfg)
@@ -57,8 +54,9 @@ def run_trl(args) -> int:
         print(f"\rclp oracle trl: {done}/{total} cells", end="\n" if done == total else "", file=sys.stderr,
               flush=True)
 
-    table = tr.run_table(cfg, cells, args.jobs, progress)
-    tr.write(table, out)
+    with output_folder(args.out, tr.FILES, overwrite=args.overwrite) as out:  # locked while it runs
+        table = tr.run_table(cfg, cells, args.jobs, progress)
+        tr.write(table, out)
     print(f"wrote {out / 'table.md'}", file=sys.stderr)
     return 0
 
@@ -73,10 +71,7 @@ def run_e2e(args) -> int:
 
     from clp_min.studies import trl_e2e
 
-    out = output_dir(args.out)
-    present = [f for f in E2E_FILES if (out / f).exists()]
-    if present and not args.overwrite:
-        raise ValueError(f"out: {out / present[0]} exists (use --overwrite to replace it)")
+    check_output_folder(args.out, E2E_FILES, overwrite=args.overwrite)  # refused before any work
     for name in ("steps", "eval_every", "jobs"):
         if getattr(args, name) < 1:
             raise ValueError(f"{name.replace('_', '-')}: must be a positive integer, got {getattr(args, name)}")
@@ -84,11 +79,12 @@ def run_e2e(args) -> int:
         raise ValueError(f"eval-every: {args.eval_every} does not divide steps = {args.steps}")
     cfg = trl_e2e.E2EConfig(steps=args.steps, eval_every=args.eval_every, lr=args.lr, seed=args.seed)
     print(f"clp oracle trl-e2e: {len(trl_e2e.METHODS)} methods x {cfg.steps} steps", file=sys.stderr, flush=True)
-    result = trl_e2e.run_all(cfg, args.jobs, lambda done, total: print(f"  {done}/{total} methods", file=sys.stderr,
-                                                                       flush=True))
-    result["machine"] = f"{os.cpu_count()} CPUs, {args.jobs} processes, {platform.platform()}"
-    (out / "e2e.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "e2e.md").write_text(trl_e2e.markdown(result))
-    trl_e2e.figure(result, out / "regret.png")
+    with output_folder(args.out, E2E_FILES, overwrite=args.overwrite) as out:  # locked while it runs
+        result = trl_e2e.run_all(cfg, args.jobs, lambda done, total: print(f"  {done}/{total} methods",
+                                                                           file=sys.stderr, flush=True))
+        result["machine"] = f"{os.cpu_count()} CPUs, {args.jobs} processes, {platform.platform()}"
+        (out / "e2e.json").write_text(json.dumps(result, indent=1) + "\n")
+        (out / "e2e.md").write_text(trl_e2e.markdown(result))
+        trl_e2e.figure(result, out / "regret.png")
     print(f"wrote {out / 'e2e.md'}", file=sys.stderr)
     return 0
