@@ -2,8 +2,8 @@
 # # 06 · Checking a training loss against the exact gradient
 #
 # *Course on Conditional Language Policies (CLP). The method is from "Conditional Language Policy: A
-# General Framework for Steerable Multi-Objective Finetuning", Wang et al., 2024, arXiv 2407.15762;
-# this notebook is about a tool every RL finetuning code base needs, whatever the method.*
+# General Framework for Steerable Multi-Objective Finetuning", Wang et al., 2024, arXiv 2407.15762
+# (https://arxiv.org/abs/2407.15762); this notebook is about a tool every RL finetuning code base needs, whatever the method.*
 #
 # An RL loss for a language model is a surrogate: its value means little, only its **gradient**
 # matters, and that gradient is estimated from a handful of sampled responses. A wrong sign, a
