@@ -7,9 +7,11 @@ reference answers (and one wrong answer per exercise) are in ``notebooks/solutio
 
 The kernel is the interpreter running pytest (a kernel spec written to a temporary folder). The
 runs here set ``CLP_NOTEBOOK_QUICK=1``: notebooks with a live training run make it shorter and skip
-the assertions about that run's numbers (the committed notebooks are built without it).
+the assertions about that run's numbers (the committed notebooks are built without it). To test the
+full-length runs, ``CLP_NOTEBOOK_QUICK=0 python -m pytest tests/notebooks`` (several minutes).
 """
 import importlib.util
+import os
 import re
 from pathlib import Path
 
@@ -91,7 +93,8 @@ def test_notebook_runs_and_checks_exercises(source, kernel_dir):
     answers = solutions(source.stem)
     assert exercises and all(answer and check for answer, check in exercises.values()), "exercise cells missing"
     assert set(answers) == {(kind, n) for n in exercises for kind in ("reference", "wrong")}
-    with build.Session(nb, kernel_dir, env={"CLP_NOTEBOOK_QUICK": "1"}) as session:
+    quick = os.environ.get("CLP_NOTEBOOK_QUICK", "1")
+    with build.Session(nb, kernel_dir, env={"CLP_NOTEBOOK_QUICK": quick}) as session:
         session.run_all()
         for n, (_, check) in exercises.items():
             assert "not attempted yet" in _text(check), f"exercise {n}: the stub did not say so"
