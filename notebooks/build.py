@@ -91,8 +91,8 @@ class Session:
         self._kernel = self.client.setup_kernel(env={**os.environ, **self.env})
         self._kernel.__enter__()
         try:  # figures at FIGURE_DPI; not a cell of the notebook, and not counted
-            self.client.execute_cell(nbformat.v4.new_code_cell(
-                f"import matplotlib\nmatplotlib.rcParams['figure.dpi'] = {FIGURE_DPI}"), 0, store_history=False)
+            self.run(nbformat.v4.new_code_cell(f"import matplotlib\nmatplotlib.rcParams['figure.dpi'] = {FIGURE_DPI}"),
+                     store_history=False)
         except BaseException:
             self._kernel.__exit__(*sys.exc_info())
             raise
@@ -101,10 +101,19 @@ class Session:
     def __exit__(self, *exc):
         return self._kernel.__exit__(*exc)
 
-    def run(self, cell: nbformat.NotebookNode) -> nbformat.NotebookNode:
-        """Execute ``cell`` (raises ``nbclient.exceptions.CellExecutionError`` if it raises)."""
-        index = next((i for i, c in enumerate(self.nb.cells) if c is cell), 0)
-        self.client.execute_cell(cell, index)
+    def run(self, cell: nbformat.NotebookNode, store_history: bool = True) -> nbformat.NotebookNode:
+        """Execute ``cell``, one of the notebook's or an extra one (raises
+        ``nbclient.exceptions.CellExecutionError`` if it raises). An extra cell is appended while it runs
+        (nbclient writes a cell back at its index) and removed after: the notebook keeps its cells."""
+        index = next((i for i, c in enumerate(self.nb.cells) if c is cell), None)
+        if index is not None:
+            self.client.execute_cell(cell, index, store_history=store_history)
+            return cell
+        self.nb.cells.append(cell)
+        try:
+            self.client.execute_cell(cell, len(self.nb.cells) - 1, store_history=store_history)
+        finally:
+            self.nb.cells.pop()
         return cell
 
     def run_all(self) -> None:
