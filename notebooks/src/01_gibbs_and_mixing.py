@@ -1,6 +1,10 @@
 # %% [markdown]
 # # 01 · The Gibbs policy and zero-shot mixing in a bandit
 #
+# *Course on Conditional Language Policies (CLP), after "Conditional Language Policy: A General
+# Framework for Steerable Multi-Objective Finetuning", Wang et al., 2024, arXiv 2407.15762
+# (https://arxiv.org/abs/2407.15762). Prerequisites: Python, numpy, probability; no paper needed. Time: about 30 minutes.*
+#
 # This notebook is about the simplest setting in which a language model can be
 # steered across several rewards: a **bandit**, where the model answers a prompt
 # with a single response. We will see
@@ -314,3 +318,70 @@ assert measures["max_gap"] < 1e-9 and measures["igd_plus_zero_shot"] < 1e-9
 # * Hence the zero-shot mixtures lie **on the Pareto front**: in one-step problems no
 #   training across weightings is needed. Notebook 02 shows that this is no longer
 #   true for sequences of tokens, and what decides how much is lost.
+
+# %% [markdown]
+# ## Exercises
+#
+# Answer in the cell below each exercise (replace `None`), then run the check cell after it. The
+# checks say "not attempted yet" until you do. Reference solutions: `notebooks/solutions/01_gibbs_and_mixing.py`.
+#
+# ### Exercise 1 · The optimal value by hand
+#
+# For the six-response `bandit` of this notebook (its rewards are `rewards`, `[Y, m]`, and its reference
+# log-probabilities `bandit.ref_logp`, `[X, Y]` with one context), compute the optimal value
+# `J_w(pi*_w) = beta log Z_w` at `w = (0.3, 0.7)` and `beta = 0.2` with numpy only, from the
+# definition of `Z_w`. Set `answer_1` to the number.
+
+# %%
+# Exercise 1: your answer (a number)
+answer_1 = None
+
+# %%
+# Check of exercise 1
+if answer_1 is None:
+    print("exercise 1: not attempted yet")
+else:
+    J_opt = gibbs.optimal_value(bandit, np.array([[0.3, 0.7]]), 0.2)[0]
+    assert abs(answer_1 - J_opt) < 1e-9, f"exercise 1: J_w(pi*_w) = {J_opt:.6f}, not {answer_1:.6f}"
+    print("exercise 1: correct")
+
+# %% [markdown]
+# ### Exercise 2 · Steering the KL weight
+#
+# You have trained `pi*_beta` at `beta = 0.2` for reward 1 (`log_pi_beta` in section 3). Which mixing
+# weight `lam` in `pi_ref^(1-lam) pi*_beta^lam` gives the optimum for the KL weight `0.5`? Set
+# `answer_2` to it. The check mixes with your `lam` and compares with the optimum at `0.5`.
+
+# %%
+# Exercise 2: your answer (a number)
+answer_2 = None
+
+# %%
+# Check of exercise 2
+if answer_2 is None:
+    print("exercise 2: not attempted yet")
+else:
+    one = np.ones((1, 1))
+    mixed = kl_weight_mix(bandit1.ref_logp, gibbs.gibbs_log_policy(bandit1, one, 0.2)[0], np.array([answer_2]))[0]
+    target = gibbs.gibbs_log_policy(bandit1, one, 0.5)[0]
+    assert np.abs(mixed - target).max() < 1e-9, f"exercise 2: lam = {answer_2} gives another KL weight"
+    print("exercise 2: correct")
+
+# %% [markdown]
+# ### Exercise 3 · The greedy limit
+#
+# As `beta -> 0`, which response does `pi*_w` choose in `bandit` for `w = (1/2, 1/2)`? Work it out
+# from `rewards` (not from `gibbs`) and set `answer_3` to its index `y` (0 to 5).
+
+# %%
+# Exercise 3: your answer (an index)
+answer_3 = None
+
+# %%
+# Check of exercise 3
+if answer_3 is None:
+    print("exercise 3: not attempted yet")
+else:
+    p_small_beta = np.exp(gibbs.gibbs_log_policy(bandit, np.array([[0.5, 0.5]]), 1e-3))[0, 0]  # (Y,)
+    assert p_small_beta[answer_3] > 0.99, f"exercise 3: pi*_w puts {p_small_beta[answer_3]:.3f} on response {answer_3}"
+    print("exercise 3: correct")

@@ -1,6 +1,10 @@
 # %% [markdown]
 # # 02 · Sequences: per-token mixing, the Hölder gap and alignment
 #
+# *Course on Conditional Language Policies (CLP), after "Conditional Language Policy: A General
+# Framework for Steerable Multi-Objective Finetuning", Wang et al., 2024, arXiv 2407.15762
+# (https://arxiv.org/abs/2407.15762). Prerequisites: notebook 01. Time: about 40 minutes.*
+#
 # Notebook 01 showed that in a one-step problem (a bandit) mixing the logits of
 # policies trained on one reward each gives the best policy for every weighting,
 # exactly. A language model, however, writes its answer **one token at a time**, and
@@ -451,3 +455,74 @@ assert int(np.sum(signs[1:] != signs[:-1])) == 2  # the optimum's log-odds chang
 # * When the rewards are **misaligned**, zero-shot mixing can be Pareto-dominated, even by
 #   the reference model, and no policy whose logits are linear in `w` can be optimal for
 #   every `w`: this is when training across weightings is needed.
+
+# %% [markdown]
+# ## Exercises
+#
+# Answer in the cell below each exercise (replace `None`), then run the check cell after it. The
+# checks say "not attempted yet" until you do. Reference solutions: `notebooks/solutions/02_sequences_and_alignment.py`.
+#
+# ### Exercise 1 · The soft value of the root, from the leaves
+#
+# For the random `tree` of sections 1-4, compute `V_w(root)` at `w = (1/2, 1/2)` and `beta = 0.5`
+# directly from the 8 leaves, without the token-by-token recursion: you need the reference
+# probability of each whole sequence (`log_ref_seq`, `[1, V^T]`) and the rewards `tree.rewards`
+# (`[V^T, m]`). Set `answer_1` to the number.
+
+# %%
+# Exercise 1: your answer (a number)
+answer_1 = None
+
+# %%
+# Check of exercise 1
+if answer_1 is None:
+    print("exercise 1: not attempted yet")
+else:
+    V_root = tr.soft_values_w(tree, np.array([[0.5, 0.5]]), 0.5)[0][0, 0]
+    assert abs(answer_1 - V_root) < 1e-9, f"exercise 1: V_w(root) = {V_root:.6f}, not {answer_1:.6f}"
+    print("exercise 1: correct")
+
+# %% [markdown]
+# ### Exercise 2 · The largest gap of two leaves
+#
+# For `two_leaves` (one token, leaves paying `(1, 0)` and `(0, 1)`, uniform reference) and
+# `w = (1/2, 1/2)`, what does the root's Hölder gap tend to as `beta -> 0`? Reason with the bound of
+# section 5, then set `answer_2` to the number. The check computes the gap at `beta = 1e-4`.
+
+# %%
+# Exercise 2: your answer (a number)
+answer_2 = None
+
+# %%
+# Check of exercise 2
+if answer_2 is None:
+    print("exercise 2: not attempted yet")
+else:
+    G_small = tr.holder_gap(two_leaves, np.array([[0.5, 0.5]]), 1e-4)[0][0, 0]
+    assert abs(answer_2 - G_small) < 1e-3, f"exercise 2: the gap at beta = 1e-4 is {G_small:.4f}, not {answer_2}"
+    print("exercise 2: correct")
+
+# %% [markdown]
+# ### Exercise 3 · Misaligned at the root, yet mixed exactly
+#
+# Give rewards `answer_3` (`[8, 2]`, leaves in the order of `tree.rewards`) for a tree with the same
+# reference as `tree` (`V = 2`, `T = 3`) such that the two rewards are **misaligned at the root**
+# (`eps(root) > 0`), yet per-token zero-shot mixing is **exactly optimal for every `w`**. (Hint: P8
+# needs alignment below each first token only; leaf `s` starts with token `s // 4`.) The check builds
+# the tree and measures both.
+
+# %%
+# Exercise 3: your answer (an array [8, 2])
+answer_3 = None
+
+# %%
+# Check of exercise 3
+if answer_3 is None:
+    print("exercise 3: not attempted yet")
+else:
+    mine = Tree.from_arrays(vocab=2, horizon=3, ref_logits=np.concatenate(tree.ref_logp), rewards=np.asarray(answer_3))
+    W_ex = np.stack([np.linspace(0, 1, 11), 1 - np.linspace(0, 1, 11)], axis=1)  # (K, m)
+    eps_root, loss = tr.misalignment(mine)[0][0], solve_tree(mine, W_ex, 0.5)["gap"].max()
+    assert eps_root > 1e-3, f"exercise 3: eps(root) = {eps_root:.2e}: the rewards are aligned at the root"
+    assert loss < 1e-9, f"exercise 3: zero-shot mixing loses {loss:.2e} at some w"
+    print(f"exercise 3: correct (eps(root) = {eps_root:.3f}, largest loss {loss:.1e})")

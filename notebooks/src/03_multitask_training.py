@@ -1,6 +1,10 @@
 # %% [markdown]
 # # 03 · Training one policy across weightings
 #
+# *Course on Conditional Language Policies (CLP), after "Conditional Language Policy: A General
+# Framework for Steerable Multi-Objective Finetuning", Wang et al., 2024, arXiv 2407.15762
+# (https://arxiv.org/abs/2407.15762). Prerequisites: notebooks 01 and 02, a little PyTorch. Time: about 30 minutes.*
+#
 # Notebook 02 ended with a warning: in a token tree, mixing per-reward policies token by
 # token ("zero-shot") can be far from the best policy, and in one example it is even
 # beaten on both rewards by the untrained reference model. The remedy is to **train a
@@ -346,3 +350,76 @@ plt.show()
 # * On random trees, training matters when the rewards are **misaligned**; when they are
 #   aligned (even only below the first token) zero-shot mixing is already optimal and
 #   training leaves it where it is.
+
+# %% [markdown]
+# ## Exercises
+#
+# Answer in the cell below each exercise (replace `None`), then run the check cell after it. The
+# checks say "not attempted yet" until you do. Reference solutions: `notebooks/solutions/03_multitask_training.py`.
+#
+# ### Exercise 1 · Normalised regret by hand
+#
+# On the counterexample tree `p10` (`beta = 0.05`), compute the normalised regret of the zero-shot
+# mixture at `w = (1/2, 1/2)` from exact objectives: `theory.solve.solve_tree(p10, w, beta)` gives
+# the objectives of the optimum and of the mixture, and `tr.sequence_stats(p10,
+# tr.reference_token_policy(p10), w, beta)` that of `pi_ref`. Set `answer_1` to the number.
+
+# %%
+# Exercise 1: your answer (a number)
+answer_1 = None
+
+# %%
+# Check of exercise 1
+if answer_1 is None:
+    print("exercise 1: not attempted yet")
+else:
+    assert np.allclose(grid[mid], [0.5, 0.5])
+    expected = zs["normalised"][mid]  # toy.regret.grid_regret's value at w = (1/2, 1/2)
+    assert abs(answer_1 - expected) < 1e-9, f"exercise 1: the normalised regret is {expected:.4f}, not {answer_1:.4f}"
+    print("exercise 1: correct")
+
+# %% [markdown]
+# ### Exercise 2 · How often can a straight line change sign?
+#
+# The root log-odds of a policy whose logits are linear in `w` is `a + b w_1` along the edge
+# `w = (w_1, 1 - w_1)`. What is the largest number of sign changes it can have for `w_1` in `[0, 1]`?
+# Set `answer_2` to the number; the check counts them on many random lines, and on the optimum.
+
+# %%
+# Exercise 2: your answer (an integer)
+answer_2 = None
+
+# %%
+# Check of exercise 2
+if answer_2 is None:
+    print("exercise 2: not attempted yet")
+else:
+    ab = np.random.default_rng(0).normal(size=(5000, 2))  # random (a, b)
+    signs = np.sign(ab[:, :1] + ab[:, 1:] * w1[None])  # (lines, K)
+    most = int(np.max(np.sum(signs[:, 1:] != signs[:, :-1], axis=1)))
+    opt_signs = np.sign(root_log_odds(tr.optimal_token_policy(p10, grid, beta)))
+    assert answer_2 == most, f"exercise 2: random lines change sign up to {most} times, not {answer_2}"
+    assert np.sum(opt_signs[1:] != opt_signs[:-1]) > answer_2  # so no line fits the optimum
+    print("exercise 2: correct")
+
+# %% [markdown]
+# ### Exercise 3 · Worse than doing nothing
+#
+# Give a weighting `answer_3 = np.array([w_1, w_2])` at which the zero-shot mixture on `p10` gets
+# **less of both rewards** than the untrained `pi_ref` (section 1 found one). The check computes both
+# exactly.
+
+# %%
+# Exercise 3: your answer (an array [2])
+answer_3 = None
+
+# %%
+# Check of exercise 3
+if answer_3 is None:
+    print("exercise 3: not attempted yet")
+else:
+    w_ex = np.asarray(answer_3, dtype=float)[None]  # (1, m)
+    R_mix = tr.sequence_stats(p10, tr.zero_shot_token_policy(p10, w_ex, beta), w_ex, beta)["rewards"][0]
+    R_ref = tr.sequence_stats(p10, tr.reference_token_policy(p10), w_ex, beta)["rewards"][0]
+    assert np.all(R_mix < R_ref), f"exercise 3: at w = {answer_3} zero-shot gets {R_mix}, pi_ref {R_ref}"
+    print(f"exercise 3: correct (zero-shot {R_mix.round(3)} < pi_ref {R_ref.round(3)})")
