@@ -10,6 +10,7 @@ built when a clp_min command or the top-level help is asked for.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from clp_cli import clp_min_cmd, oracle_cmd, theory_cmd, toy_cmd
@@ -63,6 +64,32 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 LIGHT_GROUPS = ("theory", "toy")  # their parsers need no torch
+PROGRESS_EVERY_S = "10"  # redirected progress: one line per bar every 10 s at most
+
+
+class LineProgress:
+    """stderr when it is not a terminal (a log file, a pipe): progress bars become whole lines.
+
+    tqdm refreshes a bar by writing ``"\r" + bar``; in a log that leaves one endless line, and a
+    message written after it (an error from another process of the same run) lands on that line.
+    Here each refresh ends its line, and the lone newline tqdm writes when a bar closes is dropped.
+    """
+
+    def __init__(self, stream):
+        self.stream, self.after_bar = stream, False
+
+    def write(self, text: str) -> int:
+        if text.startswith("\r"):
+            self.after_bar = True
+            text = text[1:].rstrip() + "\n" if text.strip() else ""
+        elif text == "\n" and self.after_bar:
+            text = ""
+        else:
+            self.after_bar = False
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -80,6 +107,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    stderr = sys.stderr
+    if not stderr.isatty():  # progress still shows when redirected, as lines (children inherit the interval)
+        os.environ.setdefault("TQDM_MININTERVAL", PROGRESS_EVERY_S)
+        sys.stderr = LineProgress(stderr)
+    try:
+        return _run(args)
+    finally:
+        sys.stderr = stderr
+
+
+def _run(args) -> int:
     try:
         return args.run(args) or 0
     except ValueError as err:
