@@ -17,6 +17,7 @@ P11 (trees): ``Delta^tr = J_w(p*) - J_w(q) = beta KL_seq(q || p*)`` and
     Delta^tr <= sum_t E_{s_t~q} rate(osc_a G_w(s_t a) + beta d_w(s_t))                            (bound)
     Delta^tr <= Delta^id + beta E + sqrt(E / 2) sum_t osc_{s_t} H_w(s_t),
                 E = sum_t E_{s_t~q} rate(beta d_w(s_t)) / beta  >=  KL_seq(q || q*)                 (bound)
+    the same with E = sum_t E_{s_t~q} sum_i w_i (E_{q(.|s_t)} - E_{q*(.|s_t)}) e_i  (Jeffreys)   (bound)
 
 with ``rate(x) = min(x^2 / (8 beta), x)`` (theory.bounds.kl_rate) and ``H_w`` the
 one-step Hölder gap. Every expectation is over the prefixes the *trained
@@ -85,7 +86,8 @@ def trained_mixing_gap(tree: Tree, experts: list, w, beta: float) -> dict:
         experts: T arrays ``[m, V^t, V]``, log-probabilities of the m trained experts.
         w: ``[K, m]`` weightings (or ``[m]``).
     Returns ``[K]`` arrays ``regret``, ``ideal_regret``, ``kl_to_ideal`` (KL_seq(q || q*)),
-    ``visitation_term``, ``bound_stepwise``, ``bound_ideal``, ``bound`` (their minimum);
+    ``visitation_term``, ``bound_stepwise`` (d), ``bound_ideal`` (e), ``bound_jeffreys`` (f), ``bound``
+    (their minimum); ``error_seen_by_mixture`` ``[K, m]`` (sum_t E_{s_t~q} (E_{q(.|s)} - E_{q*(.|s)}) e_i);
     ``error_under_mixture`` ``[K, m]`` (sum_t E_{s_t~q} d_i), ``error_own`` ``[m]``
     (sum_t E_{s_t~pi_i} d_i), ``kl_error_under_mixture`` ``[K, m]`` and ``kl_error_own`` ``[m]``
     (the same with KL(pi*_i(.|s) || pi_i(.|s)) for d_i), ``own_regret`` ``[m]``
@@ -115,7 +117,13 @@ def trained_mixing_gap(tree: Tree, experts: list, w, beta: float) -> dict:
     E = sum((probs_q[t] * kl_rate(beta * d_w[t], beta)).sum(axis=1) for t in range(T)) / beta  # >= KL_seq(q || q*)
     osc_H = sum(np.ptp(H[t], axis=1) for t in range(T))  # (K,)
     out["bound_ideal"] = out["ideal_regret"] + beta * E + np.sqrt(E / 2) * osc_H
-    out["bound"] = np.minimum(out["bound_stepwise"], out["bound_ideal"])
+    # (f): KL(q || q*) <= Jeffreys = sum_i w_i (E_q - E_q*) e_i at each state; c_i is expert i's
+    # error as the mixture sees it, (K, m, V^t) by depth
+    c = [np.einsum("kav,mav->kma", np.exp(q[t]) - np.exp(q_star[t]), experts[t] - star[t]) for t in range(T)]
+    out["error_seen_by_mixture"] = sum(np.einsum("ks,kms->km", probs_q[t], c[t]) for t in range(T))  # (K, m)
+    E_J = np.maximum(np.einsum("km,km->k", w, out["error_seen_by_mixture"]), 0.0)  # >= KL_seq(q || q*) >= 0
+    out["bound_jeffreys"] = out["ideal_regret"] + beta * E_J + np.sqrt(E_J / 2) * osc_H
+    out["bound"] = np.minimum(np.minimum(out["bound_stepwise"], out["bound_ideal"]), out["bound_jeffreys"])
 
     kl_err = [kl_nonneg(star[t], experts[t]) for t in range(T)]  # KL(pi*_i(.|s) || pi_i(.|s)), (m, V^t)
     own = [tr.prefix_probs(tree, [lp[i:i + 1] for lp in experts]) for i in range(tree.m)]  # expert i's visitation

@@ -85,7 +85,9 @@ def test_p11_bounds_hold_against_brute_force_regret(tree, beta, seed, data):
         regret = _brute(tree, experts, w[k], beta)["regret"]
         assert got["bound_stepwise"][k] >= regret - _tol(tree, beta)
         assert got["bound_ideal"][k] >= regret - _tol(tree, beta)
-    np.testing.assert_array_equal(got["bound"], np.minimum(got["bound_stepwise"], got["bound_ideal"]))
+        assert got["bound_jeffreys"][k] >= regret - _tol(tree, beta)
+    np.testing.assert_array_equal(got["bound"], np.minimum(np.minimum(got["bound_stepwise"], got["bound_ideal"]),
+                                                           got["bound_jeffreys"]))
 
 
 def _two_token_tree(ref_probs) -> Tree:
@@ -114,6 +116,21 @@ def test_p11_per_state_constants_are_attained():
         assert got["regret"][0] <= got["bound"][0] * (1 + 1e-12)
         ratios.append(got["regret"][0] / got["bound"][0])
     assert 0.95 < max(ratios) <= 1.0  # 1 - O(log d / d)
+
+
+@given(trees(max_V=3, max_T=3, max_m=3), betas(), st.integers(0, 2 ** 32 - 1), st.data())
+def test_p11_jeffreys_bound_is_twice_the_regret_for_small_errors_under_alignment(tree, beta, seed, data):
+    """(f) under alignment (rewards r_1 + c_i: the optima coincide) with errors of size 1e-4:
+    regret / bound -> 1/2. Catches c_i taken under q alone (no q* term) and a missing beta."""
+    tree = Tree.from_arrays(tree.vocab, tree.horizon, np.concatenate(tree.ref_logp),
+                            tree.rewards[:, :1] + np.arange(tree.m)[None])
+    rng = np.random.default_rng(seed)
+    experts = [log_softmax(lp + 1e-4 * rng.normal(size=lp.shape), axis=-1)
+               for lp in tr.per_reward_token_policies(tree, beta)]
+    w = data.draw(simplex_stack(2, tree.m))
+    got = trained_mixing_gap(tree, experts, w, beta)
+    ok = got["regret"] > 1e-15  # below that the regret is rounding
+    np.testing.assert_allclose(got["regret"][ok] / got["bound_jeffreys"][ok], 0.5, atol=2e-3)
 
 
 def test_p11_the_mixtures_visitation_not_the_experts_is_what_counts():
