@@ -67,6 +67,7 @@ class ToyConfig:
     e7_scale: float = 0.5  # E7: size of the shared reward base
     e7_margin: float = 1.0  # E7: each reward's bonus for its own first token
     e7_ref_entry: float = 0.05  # E7: pi_ref's probability of entering reward 1's subtree
+    e7_drifts: tuple = (1.0, 3.0, 10.0)  # E7: sizes of the off-support drift added to on-policy experts
 
     @classmethod
     def full(cls, seed: int = 0) -> "ToyConfig":

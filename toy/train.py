@@ -27,7 +27,7 @@ class TrainConfig:
     seed: int = 0  # reinforce only: seed of the sampling generator
     log_every: int = 10  # record the exact training objective every this many steps
     optimizer: str = "adam"  # "adam", or "sgd" (plain gradient steps: a tabular prefix then moves in
-    # proportion to how often the policy reaches it, as shared parameters do; Adam rescales each entry)
+    # proportion to how often the policy reaches it; Adam rescales each entry to a step ~lr)
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "sgd"):

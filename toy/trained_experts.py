@@ -16,6 +16,9 @@ import numpy as np
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
+from scipy.special import log_softmax
+
+from theory import tree as tr
 from theory.random_instances import random_tree
 from theory.trained_mixing import trained_mixing_gap
 from theory.weights import simplex_grid
@@ -50,6 +53,26 @@ def train_experts(tree, beta: float, regime: str, config: TrainConfig) -> list:
     return [np.concatenate([x[t] for x in experts]) for t in range(tree.horizon)]
 
 
+def drift_off_support(tree, experts: list, sigma: float, rng: np.random.Generator,
+                      unreached: float = 1e-3) -> list:
+    """Experts whose logits move by ``sigma N(0, 1)`` at every prefix they reach with probability < ``unreached``.
+
+    Where an expert goes nothing changes, so its own regret moves by at most ~``unreached``
+    times a KL; where it never goes its conditionals drift by ~``sigma``. This stands in
+    for what shared parameters do off-support (a network's conditionals there move with
+    every step taken elsewhere; a table's stay at pi_ref under plain gradient steps):
+    the size of the off-support error becomes a knob, everything else fixed.
+    """
+    out = [lp.copy() for lp in experts]
+    for i in range(tree.m):
+        probs = tr.prefix_probs(tree, [lp[i:i + 1] for lp in experts])  # by depth (1, V^t)
+        for t in range(tree.horizon):
+            noise = rng.normal(size=experts[t][i].shape)  # (V^t, V)
+            off = (probs[t][0] < unreached)[:, None]  # (V^t, 1)
+            out[t][i] = log_softmax(experts[t][i] + sigma * off * noise, axis=-1)
+    return out
+
+
 def evaluate(tree, experts: list, beta: float, grid: np.ndarray) -> dict:
     """P11's quantities on the grid, normalised by ``J_w(pi*_w) - J_w(pi_ref)`` where the claim needs it."""
     res = trained_mixing_gap(tree, experts, grid, beta)
@@ -66,12 +89,15 @@ def evaluate(tree, experts: list, beta: float, grid: np.ndarray) -> dict:
             "own_normalised": res["own_regret"] / vertex_scale,
             "error_own": res["error_own"], "error_under_mixture": res["error_under_mixture"],
             "avg_error_under_mixture": float(weighted[inner].mean()),
+            "avg_kl_error_under_mixture": float((grid * res["kl_error_under_mixture"]).sum(axis=1)[inner].mean()),
+            "avg_kl_error_own": float(res["kl_error_own"].mean()),
             "avg_error_own": float(res["error_own"].mean())}
 
 
 def e7_trained_experts(cfg, progress: bool = True) -> dict:
-    """E7: on-policy experts vs coverage experts on aligned trees; P11's bound on every instance."""
+    """E7: on-policy experts (with off-support drift of growing size) vs coverage experts on aligned trees."""
     rng = np.random.default_rng([cfg.seed, 7])
+    drift_rng = np.random.default_rng([cfg.seed, 7, 1])  # its own stream: the trees do not depend on the drifts
     grid = simplex_grid(2, cfg.e7_grid)
     config = TrainConfig(steps=cfg.e7_steps, lr=cfg.e7_lr, optimizer="sgd", log_every=cfg.e7_steps)
     makers = {"two_supports": lambda: two_support_tree(rng, vocab=3, horizon=3, margin=cfg.e7_margin,
@@ -84,9 +110,24 @@ def e7_trained_experts(cfg, progress: bool = True) -> dict:
         tree = makers[family]()
         for regime in REGIMES:
             experts = train_experts(tree, cfg.e7_beta, regime, config)
-            rows.append({"family": family, "regime": regime, "scale": float(np.abs(tree.rewards).max()),
-                         **evaluate(tree, experts, cfg.e7_beta, grid)})
+            variants = [(regime, 0.0, experts)]
+            if regime == "on_policy":
+                variants += [("on_policy+drift", s, drift_off_support(tree, experts, s, drift_rng))
+                             for s in cfg.e7_drifts]
+            for name, sigma, ex in variants:
+                rows.append({"family": family, "regime": name, "drift": sigma,
+                             "scale": float(np.abs(tree.rewards).max()), **evaluate(tree, ex, cfg.e7_beta, grid)})
     err, reg = [r["avg_error_under_mixture"] for r in rows], [r["avg_inner_regret"] for r in rows]
-    return {"rows": rows, "w1": grid[:, 0], "beta": cfg.e7_beta,
+    series = []  # per two-support tree: the on-policy experts and their drifted copies
+    for n in range(cfg.e7_trees):
+        block = [x for x in rows if x["family"] == "two_supports" and x["regime"].startswith("on_policy")]
+        block = block[n * (1 + len(cfg.e7_drifts)):(n + 1) * (1 + len(cfg.e7_drifts))]
+        series.append({"drift": [x["drift"] for x in block], "avg_inner_regret": [x["avg_inner_regret"] for x in block],
+                       "avg_kl_error_under_mixture": [x["avg_kl_error_under_mixture"] for x in block],
+                       "max_own_normalised": [float(np.max(x["own_normalised"])) for x in block]})
+    return {"rows": rows, "w1": grid[:, 0], "beta": cfg.e7_beta, "drift_series": series,
             "spearman_error_under_mixture_regret": float(spearmanr(err, reg).statistic),
-            "spearman_error_own_regret": float(spearmanr([r["avg_error_own"] for r in rows], reg).statistic)}
+            "spearman_error_own_regret": float(spearmanr([r["avg_error_own"] for r in rows], reg).statistic),
+            "spearman_kl_error_under_mixture_regret": float(spearmanr([r["avg_kl_error_under_mixture"] for r in rows],
+                                                                      reg).statistic),
+            "spearman_kl_error_own_regret": float(spearmanr([r["avg_kl_error_own"] for r in rows], reg).statistic)}

@@ -14,7 +14,7 @@ from theory.weights import simplex_grid
 from toy.families import two_support_tree
 from toy.objective import TreeTensors, policy_log_probs, prefix_values
 from toy.policies import Expert
-from toy.trained_experts import coverage_weights, e7_trained_experts, train_experts
+from toy.trained_experts import coverage_weights, drift_off_support, e7_trained_experts, train_experts
 from toy.train import TrainConfig
 
 
@@ -52,7 +52,8 @@ def test_two_support_tree_has_an_exact_ideal_zero_shot_and_disjoint_supports():
 def test_on_policy_experts_leave_unreached_prefixes_where_coverage_trains_them():
     """Expert 2 (reward 2) seldom enters subtree 0. Trained on-policy (plain gradient steps), its
     conditionals there stay near pi_ref; trained on the prefix-averaged objective they reach the
-    optimum's. Catches coverage weights that leave out a depth, and Adam in place of SGD (Adam
+    optimum's. Catches coverage weights without the depth of that prefix, a dropped KL term in the
+    prefix values, and Adam in place of SGD (Adam
     rescales the tiny on-policy gradients and moves the unreached prefix 1.2 nats, away from pi*_2)."""
     tree = two_support_tree(np.random.default_rng(1), vocab=3, horizon=3, margin=2.0, ref_entry=0.01)
     beta, config = 0.1, TrainConfig(steps=300, lr=3.0, optimizer="sgd", log_every=300)
@@ -70,6 +71,20 @@ def test_on_policy_experts_leave_unreached_prefixes_where_coverage_trains_them()
     assert [m.shape for m in coverage_weights(3, 3)] == [(1,), (3,), (9,)]
 
 
+def test_drift_moves_only_the_prefixes_an_expert_does_not_reach():
+    """Catches the drift applied everywhere (the expert's own regret would move) or nowhere."""
+    tree = two_support_tree(np.random.default_rng(1), vocab=3, horizon=3, margin=2.0, ref_entry=0.01)
+    beta = 0.1
+    star = tr.per_reward_token_policies(tree, beta)
+    drifted = drift_off_support(tree, star, 10.0, np.random.default_rng(0))
+    for i in range(tree.m):
+        probs = tr.prefix_probs(tree, [lp[i:i + 1] for lp in star])
+        for t in range(tree.horizon):
+            moved = np.abs(drifted[t][i] - star[t][i]).max(axis=-1) > 1e-12  # (V^t,)
+            np.testing.assert_array_equal(moved, probs[t][0] < 1e-3)
+    assert drifted[1][1][0].max() > -np.inf and not np.allclose(drifted[1][1][0], star[1][1][0])  # (0,) is unreached
+
+
 def test_expert_starts_at_pi_ref_and_ignores_w():
     tree = two_support_tree(np.random.default_rng(2))
     lp = policy_log_probs(Expert(tree), np.array([[1.0, 0.0], [0.3, 0.7]]))
@@ -79,9 +94,9 @@ def test_expert_starts_at_pi_ref_and_ignores_w():
 
 def test_e7_runs_at_a_tiny_size_and_the_bound_holds():
     cfg = SimpleNamespace(seed=0, e7_trees=1, e7_beta=0.1, e7_steps=30, e7_lr=3.0, e7_grid=4, e7_scale=0.5,
-                          e7_margin=1.0, e7_ref_entry=0.05)
+                          e7_margin=1.0, e7_ref_entry=0.05, e7_drifts=(10.0,))
     r = e7_trained_experts(cfg, progress=False)
-    assert len(r["rows"]) == 4 and {x["regime"] for x in r["rows"]} == {"on_policy", "coverage"}
+    assert len(r["rows"]) == 6 and {x["regime"] for x in r["rows"]} == {"on_policy", "on_policy+drift", "coverage"}
     for x in r["rows"]:
         assert np.all(np.asarray(x["bound"]) >= np.asarray(x["regret"]) - 1e-12)
         assert x["max_ideal_regret"] < 1e-12
