@@ -118,14 +118,21 @@ def _expert_path(runs: Path, seed: int, name: str) -> Path:
     return runs / f"seed{seed}" / "zero_shot_trained" / f"{name}.pt"
 
 
+def _training_fields(scale: dict) -> dict:
+    """The fields of a ``StudyScale`` that change an expert (a cached expert is reused when these match)."""
+    return {k: scale[k] for k in ("pretrain_steps", "steps", "prompts_per_step", "lr")}
+
+
 def _expert_job(args) -> str:
     """Train one expert (or find it cached with the same spec); run in a worker process."""
     runs, seed, name, regime, reward, s, scale = args
     torch.set_num_threads(1)
     path = _expert_path(runs, seed, name)
-    spec = {"regime": regime, "reward": reward, "strength": s, "scale": asdict(scale), "seed": seed}
-    if path.exists() and torch.load(path, weights_only=False)["spec"] == spec:
-        return name
+    spec = {"regime": regime, "reward": reward, "strength": s, "scale": _training_fields(asdict(scale)), "seed": seed}
+    if path.exists():
+        saved = torch.load(path, weights_only=False)["spec"]
+        if {**saved, "scale": _training_fields(saved["scale"])} == spec:
+            return name
     pi_ref = su.reference_model(*es.reference_args(_exact_scale(scale, seed), seed, runs))
     task = tk.TaskConfig(**es.ENUM_TASK, rewards=(reward,), strength=s)
     model = train_expert(pi_ref, task, regime, scale, seed * 2 ** 20 + zlib.crc32(name.encode()) % 2 ** 20,
@@ -206,27 +213,40 @@ def evaluate_seed(seed: int, scale: StudyScale, runs: Path) -> dict:
             "tasks": rows}
 
 
+def _reference_job(args):
+    seed, scale, runs = args
+    torch.set_num_threads(1)
+    su.reference_model(*es.reference_args(_exact_scale(scale, seed), seed, runs))
+
+
+def _evaluate_job(args) -> dict:
+    seed, scale, runs = args
+    torch.set_num_threads(1)
+    return su._jsonable(evaluate_seed(seed, scale, runs))
+
+
 def run(out, seeds, scale: StudyScale, runs, jobs: int = 1) -> list:
-    """Pretrain pi_ref per seed, train every expert (``jobs`` processes), evaluate; writes JSON, markdown, PNG."""
+    """Pretrain pi_ref per seed, train every expert, evaluate each seed (each stage on ``jobs`` processes);
+    writes ``seed*.json``, ``report.md`` and ``regret_vs_s.png`` under ``out``."""
     out, runs = Path(out), Path(runs)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    for seed in seeds:  # pi_ref first, once per seed (the workers load it)
-        su.reference_model(*es.reference_args(_exact_scale(scale, seed), seed, runs))
-    todo = [j for seed in seeds for j in expert_jobs(seed, scale, runs)]
-    if jobs > 1:
-        with ProcessPoolExecutor(jobs) as pool:
-            list(pool.map(_expert_job, todo))
-    else:
-        for j in todo:
-            _expert_job(j)
-    trained_s = time.perf_counter() - start
-    results = []
-    for seed in seeds:
-        r = evaluate_seed(seed, scale, runs)
-        r["wall_s"] = {"train_all_seeds": trained_s, "total_so_far": time.perf_counter() - start}
-        (out / f"seed{seed}.json").write_text(json.dumps(su._jsonable(r), indent=1))
-        results.append(su._jsonable(r))
+    stages = [(_reference_job, [(seed, scale, runs) for seed in seeds]),
+              (_expert_job, [j for seed in seeds for j in expert_jobs(seed, scale, runs)]),
+              (_evaluate_job, [(seed, scale, runs) for seed in seeds])]
+    wall = {}
+    for (fn, todo), name in zip(stages, ("pretrain", "train_experts", "evaluate")):
+        t = time.perf_counter()
+        if jobs > 1:
+            with ProcessPoolExecutor(jobs) as pool:
+                done = list(pool.map(fn, todo))
+        else:
+            done = [fn(j) for j in todo]
+        wall[name] = time.perf_counter() - t
+    results = done
+    for r in results:
+        r["wall_s"] = {**wall, "total": time.perf_counter() - start, "jobs": jobs, "seeds": list(seeds)}
+        (out / f"seed{r['seed']}.json").write_text(json.dumps(r, indent=1))
     write_report(results, out)
     return results
 
