@@ -261,7 +261,8 @@ def write_report(results: list, out: Path) -> None:
     lines = ["# Zero-shot mixing of trained experts on the misalignment sweep", "",
              f"Scale: `{results[0]['scale']}`; {results[0]['prompts']} held-out prompts; seeds "
              f"{[r['seed'] for r in results]}. Average normalised regret over the grid (exact). CLP full: the "
-             "committed sweep's number (results/clp_min/sweep; not retrained here). Errors: sum over depth of "
+             "committed sweep's number (results/clp_min/sweep; not retrained here). Experts: trained by this study "
+             "from pi_ref (on_policy: J_{e_i}; remedy: J averaged over pi_ref's prefixes). Errors: sum over depth of "
              "the expected Hilbert distance (KL(pi* ‖ pi_i) in brackets) of each expert (coverage, knob) from its "
              "optimum, under its own visitation and under the trained mixture's (interior weightings).", ""]
     for r in results:
@@ -293,7 +294,7 @@ def write_report(results: list, out: Path) -> None:
     if all(c is not None for row in clp for c in row):
         ax.plot(s, np.mean(clp, axis=0), "d-", label="CLP full (committed sweep)")
     ax.plot(s, mean(lambda t: t["regret"]["logit mixing (remedy)"]), "x:", label="logit mixing, remedy experts")
-    ax.set(xlabel="knob strength s", ylabel="average normalised regret (exact)", yscale="symlog",
+    ax.set(xlabel="knob strength s", ylabel="average normalised regret (exact)",
            title=f"trained zero-shot vs s ({len(results)} seed{'s' if len(results) > 1 else ''})")
     ax.set_yscale("symlog", linthresh=1e-3)
     ax.legend(fontsize=7)
