@@ -7,14 +7,16 @@ Writing ``F(g) = g - grad U(R(pi_g))``, its Jacobian is ``I - H C`` with
 so ``I - H C`` is never singular and Newton's method on ``F`` is well posed everywhere.
 
 - Smooth U (Nash, soft-min, quadratic): damped Newton on ``F``, started at
-  ``g = grad U(R(pi_ref))``; each step is halved until ``|F|^2`` decreases by
+  ``g = grad U(R(pi_ref))`` (halved until ``R(pi_g)`` lies in U's domain); each step is halved until ``|F|^2`` decreases by
   Armijo's rule and ``R`` stays in U's domain. Converged when
   ``max|F| <= TOL (1 + max|g|)``; otherwise a RuntimeError (never a silent answer).
 - Tchebycheff (supergradients only): ``g = mu * lam`` with ``mu`` in the simplex
   supported on the minimising rewards. By minimax, ``mu`` minimises the convex dual
   ``D(mu) = beta log Z(mu * lam) - sum_i mu_i lam_i z_i`` whose derivative along
   ``mu_1`` (m = 2) is ``u_1 - u_2``, ``u = lam (R(pi_g) - z)``: nondecreasing, so
-  bisection is safe. For m > 2 this solver refuses (use ``solve_utility_cvx``).
+  bisection is safe. For m > 2 this solver refuses (use ``solve_utility_cvx``): Newton
+  and log-barrier paths on the dual over the simplex were tried and stalled near the
+  simplex's faces at small beta, so no m > 2 route is offered rather than an unreliable one.
 """
 from __future__ import annotations
 
@@ -52,6 +54,9 @@ def _newton_context(log_ref, r, utility, beta, x: int) -> tuple:
 
     g = utility.grad(R0)
     F, R, C = residual(g)
+    while F is None:  # pi_g left U's domain: shrink g towards 0 (g = 0 is pi_ref, inside it)
+        g = g / 2
+        F, R, C = residual(g)
     for it in range(MAX_NEWTON):
         if np.max(np.abs(F)) <= TOL * (1 + np.max(np.abs(g))):
             return g, it
