@@ -41,10 +41,7 @@ def _R_and_C(log_ref, r, g, beta):
 
 def _newton_context(log_ref, r, utility, beta, x: int) -> tuple:
     """Damped Newton on ``F(g) = g - grad U(R(pi_g))`` for one context; returns ``(g [m], iterations)``."""
-    R0, _ = _R_and_C(log_ref, r, np.zeros(r.shape[-1]), beta)
-    if not utility.in_domain(R0):
-        raise ValueError(f"z: pi_ref's expected rewards {np.round(R0, 6).tolist()} in context {x} are not "
-                         f"all above z = {utility.z.tolist()} (the fixed point starts from pi_ref)")
+    R0, _ = _R_and_C(log_ref, r, np.zeros(r.shape[-1]), beta)  # in U's domain (check_problem)
 
     def residual(g):
         R, C = _R_and_C(log_ref, r, g, beta)

@@ -57,10 +57,17 @@ def _inside_point(utility, R: np.ndarray) -> np.ndarray:
 
 
 def check_problem(instance, utility, beta) -> float:
-    """Preconditions shared by both solvers: matching m, a concave U, beta in range."""
+    """Preconditions shared by both solvers: matching m, a concave U finite at pi_ref, beta in range."""
     if utility.m != instance.m:
         raise ValueError(f"utility: built for {utility.m} rewards, the instance has m = {instance.m}")
     check_concave(utility)
+    R_ref = reference_rewards(instance)  # (X, m)
+    outside = ~utility.in_domain(R_ref)
+    if np.any(outside):  # Nash: both solvers start from (or need) a feasible point; pi_ref is the natural one
+        x = int(np.argmax(outside))
+        raise ValueError(f"z: pi_ref's expected rewards {np.round(R_ref[x], 6).tolist()} in context {x} are not "
+                         f"all above z = {utility.z.tolist()} (U must be finite at pi_ref: the disagreement "
+                         "point lies below the reference's outcome)")
     return check_beta(beta)
 
 
