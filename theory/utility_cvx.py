@@ -42,3 +42,22 @@ def solve_utility_cvx(instance: Bandit | Tree, utility, beta) -> dict:
     objective = np.array([float(utility.cvx(R[x]).value) for x in range(X)]) - beta * kl
     return {"policy": table, "rewards": rewards, "kl": kl, "objective": objective,
             "expected_objective": float(rho @ objective), "status": problem.status, "solver": solver}
+
+
+def solve_population_cvx(instance: Bandit, utility, beta) -> dict:
+    """``max_pi U(E_rho R_x(pi)) - beta E_rho KL_x`` by cvxpy (the population utility; any concave U).
+
+    Returns ``{"policy": [X, Y], "rewards": [m], "kl": float, "objective": float, "status", "solver"}``.
+    """
+    beta = check_problem(instance, utility, beta)
+    rho, log_ref, r = sequence_view(instance)
+    X, Y, m = r.shape
+    ref = np.exp(log_ref)
+    pi = cp.Variable((X, Y), nonneg=True)
+    R = sum(rho[x] * (pi[x] @ r[x]) for x in range(X))  # affine [m]
+    kl = cp.sum(rho @ cp.rel_entr(pi, ref))
+    problem = cp.Problem(cp.Maximize(utility.cvx(R) / beta - kl), [cp.sum(pi, axis=1) == 1])
+    solver = _solve(problem)
+    return {"policy": pi.value, "rewards": R.value, "kl": float(kl.value),
+            "objective": float(utility.cvx(R).value) - beta * float(kl.value), "status": problem.status,
+            "solver": solver}

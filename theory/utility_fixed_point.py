@@ -94,6 +94,66 @@ def _bisect_tchebycheff(log_ref, r, utility, beta, x: int) -> tuple:
     return lam * np.array([mu, 1 - mu]), it
 
 
+def _newton_shared(log_ref, r, rho, utility, beta) -> tuple:
+    """Population utility: one ``g [m]`` for every context, ``F(g) = g - grad U(E_rho R_x(pi_g))``.
+
+    The same damped Newton as ``_newton_context`` with ``R`` and ``C = dR/dg`` averaged over contexts.
+    """
+    def residual(g):
+        parts = [_R_and_C(log_ref[x], r[x], g, beta) for x in range(len(rho))]
+        R = sum(w * p[0] for w, p in zip(rho, parts))
+        if not utility.in_domain(R):
+            return None, None, None
+        return g - utility.grad(R), R, sum(w * p[1] for w, p in zip(rho, parts))
+
+    g = utility.grad(residual(np.zeros(r.shape[-1]))[1])  # R(pi_ref) is in U's domain (check_problem)
+    F, R, C = residual(g)
+    while F is None:
+        g = g / 2
+        F, R, C = residual(g)
+    for it in range(MAX_NEWTON):
+        if np.max(np.abs(F)) <= TOL * (1 + np.max(np.abs(g))):
+            return g, it
+        d = -np.linalg.solve(np.eye(len(g)) - utility.hessian(R) @ C, F)
+        phi, t = F @ F, 1.0
+        while t >= MIN_STEP:
+            F_new, R_new, C_new = residual(g + t * d)
+            if F_new is not None and F_new @ F_new <= (1 - 2 * ARMIJO * t) * phi:
+                break
+            t /= 2
+        else:
+            raise RuntimeError(f"fixed point: no decrease of |F| along the Newton step (population utility, "
+                               f"max|F| = {np.max(np.abs(F)):.3g} after {it} iterations)")
+        g, F, R, C = g + t * d, F_new, R_new, C_new
+    raise RuntimeError(f"fixed point: not converged after {MAX_NEWTON} Newton steps (population utility, "
+                       f"max|F| = {np.max(np.abs(F)):.3g})")
+
+
+def solve_population_fixed_point(instance: Bandit, utility, beta) -> dict:
+    """``max_pi U(E_rho R_x(pi)) - beta E_rho KL_x`` (one utility of the mean over contexts; smooth U).
+
+    P11 holds on the product of the contexts' simplices, with one ``g = grad U(E_rho R)``
+    shared by every context: ``pi(y|x) ∝ pi_ref(y|x) exp(g . r(x, y) / beta)``. Returns
+    ``{"g": [m], "policy": [X, Y], "rewards": [m], "kl": float, "objective": float, "iterations",
+    "residual", "w": [m], "beta_eff": float, "g_l1": float, "on_simplex": bool}``.
+    """
+    beta = check_problem(instance, utility, beta)
+    if not utility.smooth:
+        raise ValueError(f"utility: the population fixed point needs a differentiable U, got {utility.name}")
+    rho, log_ref, r = sequence_view(instance)
+    g, iterations = _newton_shared(log_ref, r, rho, utility, beta)
+    X = len(rho)
+    log_pi = gibbs_rows(log_ref, r, np.broadcast_to(g, (X, len(g))), beta)
+    vals = row_values(log_ref, r, log_pi, utility, beta)
+    R, kl = rho @ vals["rewards"], float(rho @ vals["kl"])
+    objective = float(utility.value(R) - beta * kl)
+    form = simplex_form(g[None], beta)
+    return {"g": g, "policy": np.exp(log_pi), "rewards": R, "kl": kl, "objective": objective,
+            "iterations": iterations, "residual": float(np.max(np.abs(g - utility.grad(R)))),
+            "w": form["w"][0], "beta_eff": float(form["beta_eff"][0]), "g_l1": float(form["g_l1"][0]),
+            "on_simplex": bool(form["on_simplex"][0])}
+
+
 def solve_utility_fixed_point(instance: Bandit | Tree, utility, beta) -> dict:
     """Section 7 by the fixed point. Returns ``{"g": [X, m], "policy": [X, Y], "rewards": [X, m],
     "kl": [X], "objective": [X], "expected_objective": float, "iterations": [X], "residual": [X],

@@ -113,3 +113,19 @@ def test_refusals_are_one_line_and_name_the_field():
     with pytest.raises(ValueError, match="^utility: the fixed-point solver handles tchebycheff .* m = 2 only"):
         solve_utility_fixed_point(three, make_utility("tchebycheff", 3, z=[-1.0] * 3), 1.0)
     assert solve_utility_cvx(three, make_utility("tchebycheff", 3, z=[-1.0] * 3), 1.0)["solver"]
+
+
+@pytest.mark.parametrize("name", ["nash", "softmin", "quadratic"])
+@given(instance=bandits(max_X=3, max_Y=5, max_m=2, min_m=2), beta=BETAS, seed=SEEDS)
+def test_population_utility_cvxpy_and_shared_g_fixed_point_agree(name, instance, beta, seed):
+    """U of the mean over contexts: one g for every context. Catches a per-context g or an unweighted mean."""
+    from theory.utility_cvx import solve_population_cvx
+    from theory.utility_fixed_point import solve_population_fixed_point
+
+    U = _utility(name, instance, np.random.default_rng(seed))
+    cvx = solve_population_cvx(instance, U, beta)
+    fp = solve_population_fixed_point(instance, U, beta)
+    assert abs(cvx["objective"] - fp["objective"]) <= OBJ_TOL * (1 + abs(fp["objective"]))
+    keep = instance.context_probs > 0  # rows with rho = 0 do not enter the population objective
+    np.testing.assert_allclose(cvx["policy"][keep], fp["policy"][keep], rtol=0, atol=POLICY_TOL)
+    assert fp["residual"] <= 1e-9
