@@ -82,7 +82,7 @@ def test_resume_is_bit_for_bit(tmp_path, schedule):
 @pytest.mark.parametrize("kw, field", [
     (dict(beta=0.0), "beta"), (dict(beta=float("nan")), "beta"), (dict(samples_per_prompt=1), "samples_per_prompt"),
     (dict(conditioning="bogus"), "conditioning"), (dict(steer="lam"), "steer"), (dict(weights="gauss"), "weights"),
-    (dict(steer="kl"), "rewards"), (dict(weights="fixed", fixed_w=(0.5, 0.6)), "fixed_w"),
+    (dict(weights="fixed", fixed_w=(0.5, 0.6)), "fixed_w"),
     (dict(weights="fixed", fixed_w=(1.0,)), "fixed_w"), (dict(fixed_w=(1.0, 0.0)), "fixed_w"),
     (dict(conditioning="none"), "conditioning"), (dict(n_head=3), "n_head"), (dict(lr=-1.0), "lr"),
     (dict(steps=0), "steps"), (dict(vocab=1), "vocab"), (dict(p_vertex=2.0), "p_vertex"),
