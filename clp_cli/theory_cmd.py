@@ -55,7 +55,7 @@ def add_parser(groups) -> None:
                       help="quadratic: curvature A as m*m numbers, row by row (default: identity)")
     util.add_argument("--points", type=int, default=21, help="grid points of the fixed-beta front (default 21)")
     util.add_argument("--out", default=None, help="also write utility.json and utility.png (m = 2) here; "
-                                                  "refused if they already exist")
+                                                  "refused if they already exist (default: print only)")
     util.set_defaults(run=run_utility)
 
     rand = cmds.add_parser("random", help="print a random instance as JSON")
