@@ -95,6 +95,16 @@ def _add_eval_and_reproduce(groups) -> None:
     us.add_argument("--jobs", type=int, default=1, help="worker processes, one seed each")
     us.set_defaults(run=run_utility_steering)
 
+    aw = groups.add_parser("adaptive-w", help="the adaptive weighting sampler against the fixed training "
+                                              "distributions, exact regret on the enumerable task")
+    aw.add_argument("--scale", default="small", choices=["quick", "small", "full"],
+                    help="quick: a smoke run; small: 500 RL steps per CLP; full: enum_exact's 2000")
+    aw.add_argument("--seeds", default=None, help="comma-separated seeds (default: the scale's)")
+    aw.add_argument("--out", default="runs/adaptive_w", help="folder for per-seed JSON and summary.md")
+    aw.add_argument("--runs", default=None, help="folder caching pi_ref and the trained CLPs (default: OUT/runs)")
+    aw.add_argument("--jobs", type=int, default=1, help="worker processes, one seed each")
+    aw.set_defaults(run=run_adaptive_w)
+
 
 def _parse_field(f, text: str):
     """One TrainConfig option from text; refuses with the field's name."""
@@ -211,6 +221,21 @@ def run_utility_steering(args) -> int:
     import torch
 
     from clp_min.studies.utility_steering import run_study
+
+    torch.set_num_threads(1)
+    seeds = _seeds(args.seeds)
+    if args.jobs < 1:
+        raise ValueError(f"jobs: must be an integer >= 1, got {args.jobs}")
+    out = output_dir(args.out)
+    run_study(args.scale, seeds, out, args.runs or out / "runs", args.jobs)
+    print((out / "summary.md").read_text())
+    return 0
+
+
+def run_adaptive_w(args) -> int:
+    import torch
+
+    from clp_min.studies.adaptive_w import run_study
 
     torch.set_num_threads(1)
     seeds = _seeds(args.seeds)

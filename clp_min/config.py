@@ -64,7 +64,7 @@ class TrainConfig:
     soft_tokens: int = 4  # soft_tokens: n learned prompt rows per reward, mixed by w and prepended
     prompt_grid: int = 4  # prompt_tokens: G, each w_i written as the nearest of 0, 1/G, .., 1
     steer: str = "rewards"  # rewards: w weights the m rewards; kl: w = (w_0, w_1..w_m) over the KL term and the rewards, objective sum_i w_i R_i - beta K (one reward: w = (1-lam, lam))
-    weights: str = "dirichlet"  # training distribution of w: dirichlet | uniform | vertices | fixed
+    weights: str = "dirichlet"  # training distribution of w: dirichlet | uniform | vertices | fixed | adaptive (more weight where Var of the soft advantage, an oracle-free regret estimate, is largest; clp_min.weightings)
     alpha: float = 1.0  # Dirichlet concentration
     p_vertex: float = 0.25  # for weights=vertices: probability of drawing a vertex e_i
     fixed_w: tuple = ()  # for weights=fixed: the one weighting, comma-separated, e.g. 1.0,0.0
@@ -134,6 +134,9 @@ class TrainConfig:
             raise ValueError(f"steer: unknown {self.steer!r}; choose from {STEERS}")
         if self.weights not in weightings.WEIGHTINGS:
             raise ValueError(f"weights: unknown {self.weights!r}; choose from {weightings.WEIGHTINGS}")
+        if self.weights == "adaptive" and self.streams != "shared":
+            raise ValueError("weights: adaptive keeps one sampler state for the run; it needs streams=shared "
+                             "(one process)")
         if self.weights == "fixed":
             check_weights(self.fixed_w, self.m, "fixed_w")
         elif len(self.fixed_w):
