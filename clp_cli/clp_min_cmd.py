@@ -93,6 +93,7 @@ def _add_eval_and_reproduce(groups) -> None:
     us.add_argument("--out", default="runs/utility_steering", help="folder for per-seed JSON and summary.md")
     us.add_argument("--runs", default=None, help="folder caching pi_ref and the trained CLP (default: OUT/runs)")
     us.add_argument("--jobs", type=int, default=1, help="worker processes, one seed each")
+    us.add_argument("--overwrite", action="store_true", help="replace the summary and per-seed JSON already in OUT")
     us.set_defaults(run=run_utility_steering)
 
     aw = groups.add_parser("adaptive-w", help="the adaptive weighting sampler against the fixed training "
@@ -103,6 +104,7 @@ def _add_eval_and_reproduce(groups) -> None:
     aw.add_argument("--out", default="runs/adaptive_w", help="folder for per-seed JSON and summary.md")
     aw.add_argument("--runs", default=None, help="folder caching pi_ref and the trained CLPs (default: OUT/runs)")
     aw.add_argument("--jobs", type=int, default=1, help="worker processes, one seed each")
+    aw.add_argument("--overwrite", action="store_true", help="replace the summary and per-seed JSON already in OUT")
     aw.set_defaults(run=run_adaptive_w)
 
 
@@ -205,6 +207,9 @@ def run_eval(args) -> int:
     return 0
 
 
+STUDY_FILES = ("summary.json", "summary.md", "seed*")  # what utility-steering and adaptive-w write in OUT
+
+
 def _seeds(text):
     if text is None:
         return None
@@ -226,8 +231,8 @@ def run_utility_steering(args) -> int:
     seeds = _seeds(args.seeds)
     if args.jobs < 1:
         raise ValueError(f"jobs: must be an integer >= 1, got {args.jobs}")
-    out = output_dir(args.out)
-    run_study(args.scale, seeds, out, args.runs or out / "runs", args.jobs)
+    with output_folder(args.out, STUDY_FILES, overwrite=args.overwrite) as out:
+        run_study(args.scale, seeds, out, args.runs or out / "runs", args.jobs)
     print((out / "summary.md").read_text())
     return 0
 
@@ -241,8 +246,8 @@ def run_adaptive_w(args) -> int:
     seeds = _seeds(args.seeds)
     if args.jobs < 1:
         raise ValueError(f"jobs: must be an integer >= 1, got {args.jobs}")
-    out = output_dir(args.out)
-    run_study(args.scale, seeds, out, args.runs or out / "runs", args.jobs)
+    with output_folder(args.out, STUDY_FILES, overwrite=args.overwrite) as out:
+        run_study(args.scale, seeds, out, args.runs or out / "runs", args.jobs)
     print((out / "summary.md").read_text())
     return 0
 

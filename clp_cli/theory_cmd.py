@@ -1,4 +1,4 @@
-"""`clp theory solve | front | random`: the exact oracle on JSON instances (DESIGN.md)."""
+"""`clp theory solve | front | utility | claims | random`: the exact oracle on JSON instances (DESIGN.md)."""
 from __future__ import annotations
 
 import json
@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from clp_cli.paths import output_folder
+from clp_cli.paths import check_output_folder, output_folder
 from theory.checks import (BETA_RANGE, MAX_HORIZON, MAX_LEAVES, MAX_REWARDS, MAX_WEIGHTINGS, check_beta,
                            check_weights)
 
+UTILITY_FILES = ("utility.json", "utility.png")  # what `clp theory utility --out` writes
 BETA_HELP = f"KL weight beta in [{BETA_RANGE[0]:g}, {BETA_RANGE[1]:g}]"
 
 
@@ -56,6 +57,7 @@ def add_parser(groups) -> None:
     util.add_argument("--points", type=int, default=21, help="grid points of the fixed-beta front (default 21)")
     util.add_argument("--out", default=None, help="also write utility.json and utility.png (m = 2) here; "
                                                   "refused if they already exist (default: print only)")
+    util.add_argument("--overwrite", action="store_true", help="replace the utility.json and utility.png already in OUT")
     util.set_defaults(run=run_utility)
 
     rand = cmds.add_parser("random", help="print a random instance as JSON")
@@ -146,12 +148,8 @@ def run_utility(args) -> int:
         raise ValueError(f"utility: {args.utility!r} names a utility twice")
     if args.points < 2:
         raise ValueError(f"points: need at least 2 grid points, got {args.points}")
-    out = None
-    if args.out is not None:
-        out = output_dir(args.out)
-        for f in ("utility.json", "utility.png"):
-            if (out / f).exists():
-                raise ValueError(f"out: {out} already holds {f}; choose another folder or remove it")
+    if args.out is not None:  # refused before any work (theory.output_folder)
+        check_output_folder(args.out, UTILITY_FILES, overwrite=args.overwrite)
     instance = load_instance(args.instance)
     beta = check_beta(args.beta)
     m = instance.m
@@ -169,21 +167,23 @@ def run_utility(args) -> int:
         raise ValueError(f"tau: expected one number, got {len(tau)}")
     utilities = {name: make_utility(name, m, z=z, lam=parse_numbers(args.lam, "lam"),
                                     tau=None if tau is None else tau[0], c=target, A=A) for name in names}
-    report = utility_report(instance, utilities, beta, args.points)
-    report["parameters"] = {name: {k: v for k, v in vars(U).items()} for name, U in utilities.items()}
+    if args.out is None:
+        report = utility_report(instance, utilities, beta, args.points)
+    else:
+        with output_folder(args.out, UTILITY_FILES, overwrite=args.overwrite) as out:
+            report = utility_report(instance, utilities, beta, args.points)
+            report["parameters"] = {name: dict(vars(U)) for name, U in utilities.items()}
+            (out / "utility.json").write_text(json.dumps(_jsonable(report), indent=1))
+            if m == 2:
+                plot_utility_front(report, out / "utility.png", title=f"{Path(args.instance).name}, beta = "
+                                   f"{beta:g}: non-linear optima vs linear weightings")
+        written = [out / f for f in UTILITY_FILES if (out / f).exists()]
+        print("wrote " + " and ".join(str(p) for p in written), file=sys.stderr)
     summary = {name: {k: row[k] for k in ("objective", "rewards", "kl", "g", "w", "beta_eff", "agreement",
                                           "fixed_point", "cvxpy")} | ({"best_fixed_beta": row["best_fixed_beta"]}
                                                                       if "best_fixed_beta" in row else {})
                for name, row in report["utilities"].items()}
     print(json.dumps(_jsonable(summary), indent=1))
-    if out is not None:
-        (out / "utility.json").write_text(json.dumps(_jsonable(report), indent=1))
-        written = [out / "utility.json"]
-        if m == 2:
-            plot_utility_front(report, out / "utility.png",
-                               title=f"{Path(args.instance).name}, beta = {beta:g}: non-linear optima vs linear weightings")
-            written.append(out / "utility.png")
-        print("wrote " + " and ".join(str(p) for p in written), file=sys.stderr)
     return 0
 
 

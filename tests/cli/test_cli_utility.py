@@ -33,7 +33,8 @@ def test_utility_reproduces_the_counterexample_and_writes_its_files(instance, tm
     assert set(json.loads((out / "utility.json").read_text())["utilities"]) == {"nash", "softmin"}
     assert main(args) == 2  # the folder already holds the files: refused, not overwritten
     err = capsys.readouterr().err.strip()
-    assert err.startswith("clp: error: out:") and "already holds utility.json" in err and "\n" not in err
+    assert err.startswith("clp: error: out:") and "already holds" in err and "utility.json" in err and "\n" not in err
+    assert main(args + ["--overwrite"]) == 0  # the shared guard's --overwrite replaces them
 
 
 @pytest.mark.parametrize("extra, field", [
