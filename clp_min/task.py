@@ -234,7 +234,7 @@ def reward_vectors(cfg: TaskConfig, prompts: torch.Tensor, responses: torch.Tens
                    steer_kl: bool) -> torch.Tensor:
     """The task's rewards ``[B, m]``; for KL steering ``r`` becomes ``(0, r_1 .. r_m)`` ``[B, m + 1]``: the
     weighting ``(w_0, w_1 .. w_m)`` then scores ``sum_i w_i R_i - beta K``, whose optimum is the Gibbs policy of
-    ``(w_1 .. w_m) / (1 - w_0)`` at KL weight ``beta / (1 - w_0)`` (THEORY.md P4, P12; one reward: ``(1-lam, lam)``)."""
+    ``(w_1 .. w_m) / (1 - w_0)`` at KL weight ``beta / (1 - w_0)`` (THEORY.md P4, N2; one reward: ``(1-lam, lam)``)."""
     r = rewards(cfg, prompts, responses)
     return torch.cat([r.new_zeros(r.size(0), 1), r], dim=1) if steer_kl else r
 

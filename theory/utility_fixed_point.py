@@ -132,7 +132,7 @@ def _newton_shared(log_ref, r, rho, utility, beta) -> tuple:
 def solve_population_fixed_point(instance: Bandit, utility, beta) -> dict:
     """``max_pi U(E_rho R_x(pi)) - beta E_rho KL_x`` (one utility of the mean over contexts; smooth U).
 
-    P11 holds on the product of the contexts' simplices, with one ``g = grad U(E_rho R)``
+    N1 holds on the product of the contexts' simplices, with one ``g = grad U(E_rho R)``
     shared by every context: ``pi(y|x) ∝ pi_ref(y|x) exp(g . r(x, y) / beta)``. Returns
     ``{"g": [m], "policy": [X, Y], "rewards": [m], "kl": float, "objective": float, "iterations",
     "residual", "w": [m], "beta_eff": float, "g_l1": float, "on_simplex": bool}``.

@@ -1,4 +1,4 @@
-"""Experiments E1..E7: each a function from a config to a results dict (numbers only).
+"""Experiments E1..E8: each a function from a config to a results dict (numbers only).
 
 Thresholds and PASS/FAIL live in ``toy.claims``; figures in ``toy.plots``. Every
 regret is measured against theory's exact optimum (STYLE.md principle 8).
@@ -25,7 +25,7 @@ from toy.objective import policy_log_probs
 from toy.policies import LinearCLP, make_policy
 from toy.regret import grid_regret
 from toy.train import TrainConfig, train
-from toy.utility_experiment import e7_nonlinear_scalarisation
+from toy.utility_experiment import e8_nonlinear_scalarisation
 from toy.weightings import DISTRIBUTIONS, sample_weightings
 
 
@@ -59,8 +59,8 @@ class ToyConfig:
     e6_trees: int = 20  # E6: trees per family
     e6_beta: float = 0.5  # E6: KL weight
     e6_lams: tuple = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)  # E6: KL mixing coefficients
-    e7_instances: int = 12  # E7: random instances per family (bandits, misaligned trees, aligned trees)
-    e7_beta: float = 0.5  # E7: KL weight of the non-linear problem
+    e8_instances: int = 12  # E8: random instances per family (bandits, misaligned trees, aligned trees)
+    e8_beta: float = 0.5  # E8: KL weight of the non-linear problem
 
     @classmethod
     def full(cls, seed: int = 0) -> "ToyConfig":
@@ -72,7 +72,7 @@ class ToyConfig:
                        e2_trees=4, e3_inits=4, e3_steps=400,
                        e4_trees=4, e4_steps=200, e4_reinforce_trees=2,
                        e5_misspecification=(0.0, 0.3, 3.0), e5_instances=3, e6_trees=3,
-                       e7_instances=3)
+                       e8_instances=3)
 
 
 def _rng(cfg: ToyConfig, experiment: int) -> np.random.Generator:
@@ -324,11 +324,11 @@ def e6_kl_steering(cfg: ToyConfig, progress: bool = True) -> dict:
 
 EXPERIMENTS = {"E1": e1_bandit_exactness, "E2": e2_gap_vs_misalignment, "E3": e3_p10,
                "E4": e4_training_helps_when_misaligned, "E5": e5_rewarded_soups, "E6": e6_kl_steering,
-               "E7": e7_nonlinear_scalarisation}
+               "E8": e8_nonlinear_scalarisation}
 
 
 def run_experiment(name: str, cfg: ToyConfig, progress: bool = True) -> dict:
-    """Run one experiment by name (E1..E7) with ``torch`` on one thread."""
+    """Run one experiment by name (E1..E8) with ``torch`` on one thread."""
     if name not in EXPERIMENTS:
         raise ValueError(f"experiment: unknown {name!r}; choose from {', '.join(EXPERIMENTS)}")
     torch.set_num_threads(1)

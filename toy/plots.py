@@ -1,4 +1,4 @@
-"""Figures for E1..E7 (matplotlib, Agg backend): one function per experiment, results dict -> PNG path."""
+"""Figures for E1..E8 (matplotlib, Agg backend): one function per experiment, results dict -> PNG path."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -115,7 +115,7 @@ def plot_e6(r: dict, out: Path) -> str:
     return _save(fig, out / "E6_kl_steering.png")
 
 
-def plot_e7(r: dict, out: Path) -> str:
+def plot_e8(r: dict, out: Path) -> str:
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
     utilities = sorted({x["utility"] for x in r["rows"]})
     fams = ("bandit", "misaligned_tree", "aligned_tree")
@@ -132,7 +132,7 @@ def plot_e7(r: dict, out: Path) -> str:
         a.set(yscale="log", ylabel="regret vs non-linear optimum", title=title)
         a.set_xticks(ticks, utilities, fontsize=8)
     ax[0].legend(fontsize=7)
-    return _save(fig, out / "E7_nonlinear_scalarisation.png")
+    return _save(fig, out / "E8_nonlinear_scalarisation.png")
 
 
-PLOTS = {"E1": plot_e1, "E2": plot_e2, "E3": plot_e3, "E4": plot_e4, "E5": plot_e5, "E6": plot_e6, "E7": plot_e7}
+PLOTS = {"E1": plot_e1, "E2": plot_e2, "E3": plot_e3, "E4": plot_e4, "E5": plot_e5, "E6": plot_e6, "E8": plot_e8}

@@ -1,4 +1,4 @@
-"""E7: non-linear scalarisation on random bandits and trees (THEORY.md section 7). Numbers only.
+"""E8: non-linear scalarisation on random bandits and trees (THEORY.md section 7). Numbers only.
 
 For each instance and each utility (Nash, Tchebycheff, soft-min, concave quadratic)
 the optimum comes from two independent routes (cvxpy; the fixed point over Gibbs
@@ -60,7 +60,7 @@ def _score(instance, utility, log_pi: np.ndarray, beta: float) -> float:
 
 
 def utility_row(instance, utility, beta: float, family: str) -> dict:
-    """Every E7 number of one (instance, utility); single-context instances (one ``g``)."""
+    """Every E8 number of one (instance, utility); single-context instances (one ``g``)."""
     cvx = solve_utility_cvx(instance, utility, beta)
     fp = solve_utility_fixed_point(instance, utility, beta)
     w, beta_eff = fp["w"][0], float(fp["beta_eff"][0])
@@ -82,16 +82,16 @@ def utility_row(instance, utility, beta: float, family: str) -> dict:
     return row
 
 
-def e7_nonlinear_scalarisation(cfg, progress: bool = True) -> dict:
-    """E7 over ``cfg.e7_instances`` instances per family: bandits, misaligned trees, aligned trees."""
+def e8_nonlinear_scalarisation(cfg, progress: bool = True) -> dict:
+    """E8 over ``cfg.e8_instances`` instances per family: bandits, misaligned trees, aligned trees."""
     rng = np.random.default_rng([cfg.seed, 7])
     makers = {"bandit": lambda: random_bandit(rng, contexts=1, responses=6, rewards=2),
               "misaligned_tree": lambda: random_tree(rng, vocab=3, horizon=3, rewards=2, misalignment=1.0),
               "aligned_tree": lambda: random_tree(rng, vocab=3, horizon=3, rewards=2, misalignment=0.0)}
     rows = []
     for family, make in makers.items():
-        for _ in range(cfg.e7_instances):
+        for _ in range(cfg.e8_instances):
             instance = make()
             for utility in draw_utilities(rng, instance).values():
-                rows.append(utility_row(instance, utility, cfg.e7_beta, family))
-    return {"rows": rows, "beta": cfg.e7_beta}
+                rows.append(utility_row(instance, utility, cfg.e8_beta, family))
+    return {"rows": rows, "beta": cfg.e8_beta}

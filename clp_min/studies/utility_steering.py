@@ -1,4 +1,4 @@
-"""Steering a trained CLP to a non-linear utility, judged exactly (THEORY.md section 7, P11-P13).
+"""Steering a trained CLP to a non-linear utility, judged exactly (THEORY.md section 7, N1-N3).
 
 On the enumerable task (coverage, brevity; V = 4, T = 4, clp_min.studies.exact_setups) one CLP
 (``conditioning=full``, ``steer=kl``: conditioned on ``v = (v_0, v_1, v_2)`` over the KL term and the two
