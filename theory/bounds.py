@@ -11,7 +11,8 @@ from theory import tree as tr
 from theory.instances import Tree
 
 
-def _rate(osc: np.ndarray, beta: float) -> np.ndarray:
+def kl_rate(osc: np.ndarray, beta: float) -> np.ndarray:
+    """P9's per-step rate ``min(osc^2 / (8 beta), osc)``: bounds ``beta KL(q || p)`` for ``q ∝ p exp(g/beta)``, ``osc = osc(g)``."""
     return np.minimum(osc ** 2 / (8 * beta), osc)  # P9
 
 
@@ -21,7 +22,7 @@ def hoeffding_kl_bound(g: np.ndarray, beta: float) -> np.ndarray:
     ``g`` is ``[..., V]`` (osc over the last axis); returns ``[...]``. The first
     term is Hoeffding's lemma (1/8 cannot be improved), the second Jensen.
     """
-    return _rate(g.max(axis=-1) - g.min(axis=-1), beta)
+    return kl_rate(g.max(axis=-1) - g.min(axis=-1), beta)
 
 
 def holder_gap_pairwise_bound(tree: Tree, w: np.ndarray) -> list:
@@ -64,7 +65,7 @@ def _stepwise(tree: Tree, w: np.ndarray, beta: float, child_osc) -> np.ndarray:
     probs = tr.prefix_probs(tree, tr.zero_shot_token_policy(tree, w, beta))  # [K, V^t] by depth
     total = np.zeros(w.shape[0])
     for t in range(tree.horizon - 1):
-        total += (probs[t] * _rate(child_osc(t), beta)).sum(axis=1)  # child_osc(t): (K, V^t)
+        total += (probs[t] * kl_rate(child_osc(t), beta)).sum(axis=1)  # child_osc(t): (K, V^t)
     return total
 
 

@@ -83,3 +83,15 @@ def chain_rule_kl(probs: list, log_p: list, log_q: list) -> np.ndarray:
     ``probs`` is p's state distribution by depth (``theory.tree.prefix_probs``), ``[K, V^t]``.
     """
     return sum((probs[t] * kl_nonneg(log_p[t], log_q[t])).sum(axis=1) for t in range(len(log_p)))
+
+
+def hilbert_distance(log_p: np.ndarray, log_q: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Hilbert's projective distance ``osc_y log(p(y)/q(y)) = max_y log(p/q) - min_y log(p/q)`` along ``axis``.
+
+    A metric on the open simplex (THEORY.md P11). It is the one error measure of an
+    expert that bounds the error of a logit mixture: ``osc(sum_i w_i e_i) <= sum_i w_i osc(e_i)``,
+    while no KL between an expert and its optimum does (P11, remark). ``log_p``, ``log_q``
+    finite (normalisation is irrelevant: constants cancel in the oscillation).
+    """
+    d = log_p - log_q
+    return d.max(axis=axis) - d.min(axis=axis)

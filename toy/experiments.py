@@ -25,6 +25,7 @@ from toy.objective import policy_log_probs
 from toy.policies import LinearCLP, make_policy
 from toy.regret import grid_regret
 from toy.train import TrainConfig, train
+from toy.trained_experts import e7_trained_experts
 from toy.utility_experiment import e8_nonlinear_scalarisation
 from toy.weightings import DISTRIBUTIONS, sample_weightings
 
@@ -59,6 +60,15 @@ class ToyConfig:
     e6_trees: int = 20  # E6: trees per family
     e6_beta: float = 0.5  # E6: KL weight
     e6_lams: tuple = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)  # E6: KL mixing coefficients
+    e7_trees: int = 6  # E7: trees per family (two supports; aligned)
+    e7_beta: float = 0.1  # E7: KL weight
+    e7_steps: int = 1000  # E7: gradient steps per expert (plain SGD on exact gradients)
+    e7_lr: float = 3.0  # E7: SGD step size
+    e7_grid: int = 10  # E7: simplex_grid resolution (m = 2)
+    e7_scale: float = 0.5  # E7: size of the shared reward base
+    e7_margin: float = 1.0  # E7: each reward's bonus for its own first token
+    e7_ref_entry: float = 0.05  # E7: pi_ref's probability of entering reward 1's subtree
+    e7_drifts: tuple = (1.0, 3.0, 10.0)  # E7: sizes of the off-support drift added to on-policy experts
     e8_instances: int = 12  # E8: random instances per family (bandits, misaligned trees, aligned trees)
     e8_beta: float = 0.5  # E8: KL weight of the non-linear problem
 
@@ -72,6 +82,7 @@ class ToyConfig:
                        e2_trees=4, e3_inits=4, e3_steps=400,
                        e4_trees=4, e4_steps=200, e4_reinforce_trees=2,
                        e5_misspecification=(0.0, 0.3, 3.0), e5_instances=3, e6_trees=3,
+                       e7_trees=1, e7_steps=300,
                        e8_instances=3)
 
 
@@ -324,6 +335,7 @@ def e6_kl_steering(cfg: ToyConfig, progress: bool = True) -> dict:
 
 EXPERIMENTS = {"E1": e1_bandit_exactness, "E2": e2_gap_vs_misalignment, "E3": e3_p10,
                "E4": e4_training_helps_when_misaligned, "E5": e5_rewarded_soups, "E6": e6_kl_steering,
+               "E7": e7_trained_experts,
                "E8": e8_nonlinear_scalarisation}
 
 

@@ -57,3 +57,32 @@ def subtree_constant_tree(rng: np.random.Generator, vocab: int = 3, horizon: int
     ref_logits = rng.normal(size=(N, V))
     r = scale * rng.normal(size=(V ** depth, m))  # (V^depth, m)
     return Tree.from_arrays(V, T, ref_logits, np.repeat(r, V ** (T - depth), axis=0))  # (V^T, m)
+
+
+def two_support_tree(rng: np.random.Generator, vocab: int = 3, horizon: int = 3, margin: float = 1.0,
+                     ref_entry: float = 0.05, scale: float = 1.0) -> Tree:
+    """Aligned below the root, with the two experts' optima on different first tokens (THEORY.md P11).
+
+        r_1(y) = base(y) + margin [a_1 = 0],   r_2(y) = base(y) + margin [a_1 = V - 1]
+
+    ``r_1 - r_2`` depends on the first token only, so the ideal zero-shot is exact (P6),
+    and below every first token the two optima coincide. pi_ref enters subtree 0 with
+    probability ``ref_entry`` (the rest uniform at the root, normal logits below): the
+    expert of reward 2 seldom goes there, the mixture at ``w_1 > w_2`` does. The
+    enumerable transformer task at misalignment 0 in miniature (coverage vs knob).
+    """
+    V, T = positive_int(vocab, "vocab"), positive_int(horizon, "horizon")
+    if V < 2 or T < 2:
+        raise ValueError(f"vocab, horizon: need V >= 2 and T >= 2, got {V}, {T}")
+    for name, v in (("margin", margin), ("scale", scale)):
+        if not (np.isfinite(v) and v > 0):
+            raise ValueError(f"{name}: must be finite and > 0, got {v!r}")
+    if not (np.isfinite(ref_entry) and 0 < ref_entry < 1):
+        raise ValueError(f"ref_entry: must lie in (0, 1), got {ref_entry!r}")
+    N = sum(V ** t for t in range(T))
+    ref_logits = rng.normal(size=(N, V))
+    ref_logits[0] = np.log(np.r_[ref_entry, np.full(V - 1, (1 - ref_entry) / (V - 1))])
+    first = np.repeat(np.arange(V), V ** (T - 1))  # (V^T,): first token of each leaf
+    base = scale * rng.normal(size=V ** T)
+    r = np.stack([base + margin * (first == 0), base + margin * (first == V - 1)], axis=1)  # (V^T, 2)
+    return Tree.from_arrays(V, T, ref_logits, r)

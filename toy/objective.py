@@ -50,6 +50,35 @@ def multitask_objective(tt: TreeTensors, policy, w: torch.Tensor, beta: float) -
     return sequence_objective(tt, policy(w), w, beta)["objective"].mean()
 
 
+def prefix_values(tt: TreeTensors, log_pi: list, w: torch.Tensor, beta: float) -> list:
+    """The objective from every prefix, ``v(s) = E_pi[ w.r - beta sum_{t' >= t} log(pi/pi_ref) | s ]``, by depth ``[K, V^t]``.
+
+        v(leaf) = w.r,   v(s) = sum_a pi(a|s) [ v(sa) - beta log(pi(a|s) / pi_ref(a|s)) ]
+
+    ``v(root) = J_w(pi)`` (section 0). For every s the maximiser of ``v(s)`` over the
+    subtree is pi*_w there (P5), so averaging ``v`` over any prefix distribution keeps
+    pi*_w as the maximiser while giving every prefix with weight > 0 a gradient.
+    """
+    K, V = w.shape[0], tt.tree.vocab
+    v = w @ tt.rewards.T  # (K, V^T)
+    values = [v]
+    for t in reversed(range(len(log_pi))):
+        lp = log_pi[t]  # (K, V^t, V)
+        v = (lp.exp() * (v.reshape(K, -1, V) - beta * (lp - tt.ref_logp[t]))).sum(dim=-1)  # (K, V^t)
+        values.insert(0, v)
+    return values
+
+
+def prefix_averaged_objective(tt: TreeTensors, policy, w: torch.Tensor, beta: float, mu: list) -> torch.Tensor:
+    """``mean_k sum_{t<T} sum_s mu_t(s) v_{w_k}(s)`` for prefix weights ``mu`` by depth ``[V^t]`` (a scalar).
+
+    The remedy of P11: experts trained on this objective are trained at every prefix
+    ``mu`` covers, not only where they go themselves.
+    """
+    values = prefix_values(tt, policy(w), w, beta)
+    return sum((values[t] * mu[t]).sum(dim=1) for t in range(len(mu))).mean()
+
+
 def policy_log_probs(policy, w: np.ndarray) -> list:
     """Evaluate a conditioned policy at weightings ``w`` ``[K, m]``: numpy log-probs by depth ``[K, V^t, V]``."""
     with torch.no_grad():

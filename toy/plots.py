@@ -115,6 +115,32 @@ def plot_e6(r: dict, out: Path) -> str:
     return _save(fig, out / "E6_kl_steering.png")
 
 
+def plot_e7(r: dict, out: Path) -> str:
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
+    top = max(x["drift"] for x in r["rows"])
+    kinds = (("on_policy", 0.0, "C0", "on-policy"), ("on_policy+drift", top, "C3", f"on-policy, drift {top:g}"),
+             ("coverage", 0.0, "C1", "coverage (remedy)"))
+    for regime, drift, color, label in kinds:
+        for family, marker in (("two_supports", "o"), ("aligned", "s")):
+            sel = [x for x in r["rows"] if x["family"] == family and x["regime"] == regime and x["drift"] == drift]
+            if not sel:
+                continue
+            reg = np.concatenate([x["regret"] for x in sel])
+            bnd = np.concatenate([x["bound"] for x in sel])
+            ax[0].scatter(np.maximum(reg, 1e-12), np.maximum(bnd, 1e-12), s=8, marker=marker, color=color,
+                          label=f"{label}, {family}")
+            if family == "two_supports":
+                ax[1].plot(r["w1"], np.mean([x["normalised"] for x in sel], axis=0), color=color, label=label)
+    lo, hi = ax[0].get_xlim()
+    ax[0].plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax[0].set(xscale="log", yscale="log", xlabel="regret of the trained mixture", ylabel="P11 bound",
+              title="P11: bound vs regret (every w)")
+    ax[0].legend(fontsize=5)
+    ax[1].set(xlabel="w_1", ylabel="normalised regret (mean over trees)", title="two-support trees")
+    ax[1].legend(fontsize=7)
+    return _save(fig, out / "E7_trained_experts.png")
+
+
 def plot_e8(r: dict, out: Path) -> str:
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
     utilities = sorted({x["utility"] for x in r["rows"]})
@@ -135,4 +161,5 @@ def plot_e8(r: dict, out: Path) -> str:
     return _save(fig, out / "E8_nonlinear_scalarisation.png")
 
 
-PLOTS = {"E1": plot_e1, "E2": plot_e2, "E3": plot_e3, "E4": plot_e4, "E5": plot_e5, "E6": plot_e6, "E8": plot_e8}
+PLOTS = {"E1": plot_e1, "E2": plot_e2, "E3": plot_e3, "E4": plot_e4, "E5": plot_e5, "E6": plot_e6,
+         "E7": plot_e7, "E8": plot_e8}

@@ -117,6 +117,24 @@ class InputNet(_PrefixNet):
         return self.E[None] + (w @ self.A)[:, None, :] + self.c  # (K, N, H)
 
 
+class Expert(nn.Module):
+    """A per-reward expert: tabular logits ``log pi_ref(s) + theta(s)``, ``theta = 0`` at the start (P11).
+
+    It ignores ``w`` (it is trained at one vertex ``e_i``); started at pi_ref, trained on
+    its own samples, its conditionals move only where it goes (THEORY.md P11).
+    """
+
+    def __init__(self, tree: Tree):
+        super().__init__()
+        self.V, self.T = tree.vocab, tree.horizon
+        self.register_buffer("ref_logp", _all_prefix_ref_logp(tree))  # (N, V)
+        self.theta = nn.Parameter(torch.zeros_like(self.ref_logp))
+
+    def forward(self, w: torch.Tensor) -> list:
+        logits = (self.ref_logp + self.theta).expand(w.shape[0], -1, -1)  # (K, N, V)
+        return _split_by_depth(torch.log_softmax(logits, dim=-1), self.V, self.T)
+
+
 class Oracle(nn.Module):
     """The per-weighting optimum ``pi*_w`` (P5), computed by theory; it has no parameters."""
 

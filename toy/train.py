@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from theory.instances import Tree
-from toy.objective import TreeTensors, multitask_objective
+from toy.objective import TreeTensors, multitask_objective, prefix_averaged_objective
 from toy.reinforce import reinforce_surrogate
 
 
@@ -26,8 +26,12 @@ class TrainConfig:
     samples: int = 16  # reinforce only: sequences drawn per weighting and step
     seed: int = 0  # reinforce only: seed of the sampling generator
     log_every: int = 10  # record the exact training objective every this many steps
+    optimizer: str = "adam"  # "adam", or "sgd" (plain gradient steps: a tabular prefix then moves in
+    # proportion to how often the policy reaches it; Adam rescales each entry to a step ~lr)
 
     def __post_init__(self):
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer: must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.estimator not in ("exact", "reinforce"):
             raise ValueError(f"estimator: must be 'exact' or 'reinforce', got {self.estimator!r}")
         if self.steps < 0 or self.lr <= 0 or self.log_every < 1:
@@ -36,8 +40,11 @@ class TrainConfig:
 
 
 def train(policy: torch.nn.Module, tree: Tree, beta: float, w_train: np.ndarray,
-          config: TrainConfig) -> dict:
+          config: TrainConfig, mu: list | None = None) -> dict:
     """Train ``policy`` in place; returns the exact training objective along the way.
+
+    ``mu`` (exact gradients only): prefix weights by depth ``[V^t]``; the objective is
+    then ``toy.objective.prefix_averaged_objective`` (the P11 remedy) instead of E_D[J_w].
 
     With exact gradients the policy is left at the best iterate on the training
     objective (evaluated at every step anyway). Why: at a stationary point, such as
@@ -51,15 +58,24 @@ def train(policy: torch.nn.Module, tree: Tree, beta: float, w_train: np.ndarray,
     step 0 and every ``log_every`` steps, then at the end), plus ``"initial"`` and
     ``"final"`` (the objective of the policy as returned) and ``"last"`` (of Adam's last iterate).
     """
+    if mu is not None and config.estimator != "exact":
+        raise ValueError("mu: the prefix-averaged objective is trained with exact gradients only")
     tt = TreeTensors(tree)
     w = torch.as_tensor(w_train, dtype=torch.float64)
-    opt = torch.optim.Adam(policy.parameters(), lr=config.lr)
+    if mu is None:
+        objective = multitask_objective
+    else:
+        mu_t = [torch.as_tensor(m, dtype=torch.float64) for m in mu]
+
+        def objective(tt, policy, w, beta):
+            return prefix_averaged_objective(tt, policy, w, beta, mu_t)
+    opt = (torch.optim.Adam if config.optimizer == "adam" else torch.optim.SGD)(policy.parameters(), lr=config.lr)
     g = torch.Generator().manual_seed(config.seed)
     steps, values = [], []
     best_J, best_state = -np.inf, None
     for step in range(config.steps):
         if config.estimator == "exact":
-            J = multitask_objective(tt, policy, w, beta)
+            J = objective(tt, policy, w, beta)
             if J.item() > best_J:
                 best_J, best_state = J.item(), copy.deepcopy(policy.state_dict())
             loss = -J
@@ -75,7 +91,7 @@ def train(policy: torch.nn.Module, tree: Tree, beta: float, w_train: np.ndarray,
         loss.backward()
         opt.step()
     with torch.no_grad():
-        J_last = J_final = multitask_objective(tt, policy, w, beta).item()
+        J_last = J_final = objective(tt, policy, w, beta).item()
     if config.estimator == "exact" and best_state is not None and best_J > J_last:
         policy.load_state_dict(best_state)
         J_final = best_J

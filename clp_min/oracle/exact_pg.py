@@ -205,6 +205,14 @@ def token_policies(policy, cfg: tk.TaskConfig, prompts: torch.Tensor, W: np.ndar
     return out
 
 
+def token_log_probs(policy, w: torch.Tensor, prompts: torch.Tensor, V: int, T: int, route: str = "auto") -> tuple:
+    """``log pi(y_t | x, y_<t)`` of every producible response, masked to its decisions (a forced EOS gives 0),
+    differentiable, ``[P, N, T]``; and the responses ``[N, T]``. Arguments as ``response_log_probs``."""
+    Y, rows = (t.to(prompts.device) for t in _gather_plan(V, T))
+    logp = prefix_log_probs(policy, w, prompts, V, T, route)  # (P, R, V)
+    return logp[:, rows, Y] * tk.decision_mask(Y), Y  # (P, N, T)
+
+
 def response_log_probs(policy, w: torch.Tensor, prompts: torch.Tensor, V: int, T: int, route: str = "auto") -> tuple:
     """``log pi(y | x)`` of every producible response, differentiable, ``[P, N]``; and the responses ``[N, T]``.
 
@@ -215,10 +223,8 @@ def response_log_probs(policy, w: torch.Tensor, prompts: torch.Tensor, V: int, T
         prompts: ``[P, L]``.
         route: "auto", "tree" or "depth" (``prefix_log_probs``).
     """
-    Y, rows = (t.to(prompts.device) for t in _gather_plan(V, T))
-    logp = prefix_log_probs(policy, w, prompts, V, T, route)  # (P, R, V)
-    token_logp = logp[:, rows, Y]  # (P, N, T): log pi(y_t | x, y_<t)
-    return (token_logp * tk.decision_mask(Y)).sum(dim=-1), Y
+    token_logp, Y = token_log_probs(policy, w, prompts, V, T, route)  # (P, N, T)
+    return token_logp.sum(dim=-1), Y
 
 
 def exact_objective(logp: torch.Tensor, logp_ref: torch.Tensor, r: torch.Tensor, w: torch.Tensor,
