@@ -14,7 +14,7 @@ def test_quick_claims_pass(tmp_path):
     assert "| id | claim | measured | threshold | value | status |" in report
     for name in ("E1", "E2", "E3", "E4", "E5", "E6", "E7", "E8"):
         assert (tmp_path / f"{name}.json").exists()
-    assert len(list(tmp_path.glob("*.png"))) == 7
+    assert len(list(tmp_path.glob("*.png"))) == 8
 
 
 def test_unknown_experiment_exits_2(tmp_path, capsys):
