@@ -85,6 +85,28 @@ def _add_eval_and_reproduce(groups) -> None:
                      help="skip the mechanisms study (SVD-LoRA, soft tokens, prompts; training distribution of w)")
     rep.set_defaults(run=run_reproduce)
 
+    us = groups.add_parser("utility-steering", help="steer a KL-steered CLP to non-linear utilities on the "
+                                                    "enumerable task; exact regret against the optimum")
+    us.add_argument("--scale", default="small", choices=["quick", "small", "full"],
+                    help="quick: a smoke run; small: 500 RL steps per CLP; full: enum_exact's 2000")
+    us.add_argument("--seeds", default=None, help="comma-separated seeds (default: the scale's)")
+    us.add_argument("--out", default="runs/utility_steering", help="folder for per-seed JSON and summary.md")
+    us.add_argument("--runs", default=None, help="folder caching pi_ref and the trained CLP (default: OUT/runs)")
+    us.add_argument("--jobs", type=int, default=1, help="worker processes, one seed each")
+    us.add_argument("--overwrite", action="store_true", help="replace the summary and per-seed JSON already in OUT")
+    us.set_defaults(run=run_utility_steering)
+
+    aw = groups.add_parser("adaptive-w", help="the adaptive weighting sampler against the fixed training "
+                                              "distributions, exact regret on the enumerable task")
+    aw.add_argument("--scale", default="small", choices=["quick", "small", "full"],
+                    help="quick: a smoke run; small: 500 RL steps per CLP; full: enum_exact's 2000")
+    aw.add_argument("--seeds", default=None, help="comma-separated seeds (default: the scale's)")
+    aw.add_argument("--out", default="runs/adaptive_w", help="folder for per-seed JSON and summary.md")
+    aw.add_argument("--runs", default=None, help="folder caching pi_ref and the trained CLPs (default: OUT/runs)")
+    aw.add_argument("--jobs", type=int, default=1, help="worker processes, one seed each")
+    aw.add_argument("--overwrite", action="store_true", help="replace the summary and per-seed JSON already in OUT")
+    aw.set_defaults(run=run_adaptive_w)
+
 
 def _parse_field(f, text: str):
     """One TrainConfig option from text; refuses with the field's name."""
@@ -182,6 +204,51 @@ def run_eval(args) -> int:
     with output_folder(out, EVAL_FILES, overwrite=args.overwrite) as out:
         summary = evaluate_run(args.run_dir, out, args.grid, args.prompts, args.samples, args.seed)
     print(json.dumps(summary))
+    return 0
+
+
+STUDY_FILES = ("summary.json", "summary.md", "seed*")  # what utility-steering and adaptive-w write in OUT
+
+
+def _seeds(text):
+    if text is None:
+        return None
+    try:
+        seeds = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"seeds: expected comma-separated integers, got {text!r}") from None
+    if not seeds or min(seeds) < 0:
+        raise ValueError(f"seeds: expected non-negative integers, got {text!r}")
+    return seeds
+
+
+def run_utility_steering(args) -> int:
+    import torch
+
+    from clp_min.studies.utility_steering import run_study
+
+    torch.set_num_threads(1)
+    seeds = _seeds(args.seeds)
+    if args.jobs < 1:
+        raise ValueError(f"jobs: must be an integer >= 1, got {args.jobs}")
+    with output_folder(args.out, STUDY_FILES, overwrite=args.overwrite) as out:
+        run_study(args.scale, seeds, out, args.runs or out / "runs", args.jobs)
+    print((out / "summary.md").read_text())
+    return 0
+
+
+def run_adaptive_w(args) -> int:
+    import torch
+
+    from clp_min.studies.adaptive_w import run_study
+
+    torch.set_num_threads(1)
+    seeds = _seeds(args.seeds)
+    if args.jobs < 1:
+        raise ValueError(f"jobs: must be an integer >= 1, got {args.jobs}")
+    with output_folder(args.out, STUDY_FILES, overwrite=args.overwrite) as out:
+        run_study(args.scale, seeds, out, args.runs or out / "runs", args.jobs)
+    print((out / "summary.md").read_text())
     return 0
 
 

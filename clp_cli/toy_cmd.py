@@ -12,7 +12,7 @@ def add_parser(groups) -> None:
     toy = groups.add_parser("toy", help="toy simulations that check the claims of THEORY.md")
     sub = toy.add_subparsers(dest="toy_command", required=True)
 
-    claims = sub.add_parser("claims", help="run E1..E7, write claims.json, report.md and figures; "
+    claims = sub.add_parser("claims", help="run E1..E8, write claims.json, report.md and figures; "
                                            "exit 1 if any claim fails")
     claims.add_argument("--quick", action="store_true", help="small sizes (about a minute on 2 cores; the full "
                                                              "run takes 3-5 minutes)")
@@ -22,7 +22,7 @@ def add_parser(groups) -> None:
     claims.set_defaults(run=_claims)
 
     run = sub.add_parser("run", help="run some experiments only (their claims, JSON and figures)")
-    run.add_argument("experiments", nargs="+", help="experiment names: E1 .. E7")
+    run.add_argument("experiments", nargs="+", help="experiment names: E1 .. E8")
     run.add_argument("--quick", action="store_true", help="small sizes")
     run.add_argument("--out", default="runs/toy", help="output directory")
     run.add_argument("--seed", type=int, default=0, help="master seed")

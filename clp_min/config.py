@@ -63,8 +63,8 @@ class TrainConfig:
     lora_layers: str = "attn"  # svd_lora: adapted layers, '+'-joined groups of attn, mlp, logit
     soft_tokens: int = 4  # soft_tokens: n learned prompt rows per reward, mixed by w and prepended
     prompt_grid: int = 4  # prompt_tokens: G, each w_i written as the nearest of 0, 1/G, .., 1
-    steer: str = "rewards"  # rewards: w weights the m rewards; kl: one reward, w = (1-lam, lam), objective lam R - beta K
-    weights: str = "dirichlet"  # training distribution of w: dirichlet | uniform | vertices | fixed
+    steer: str = "rewards"  # rewards: w weights the m rewards; kl: w = (w_0, w_1..w_m) over the KL term and the rewards, objective sum_i w_i R_i - beta K (one reward: w = (1-lam, lam))
+    weights: str = "dirichlet"  # training distribution of w: dirichlet | uniform | vertices | fixed | adaptive (more weight where Var of the soft advantage, an oracle-free regret estimate, is largest; clp_min.weightings)
     alpha: float = 1.0  # Dirichlet concentration
     p_vertex: float = 0.25  # for weights=vertices: probability of drawing a vertex e_i
     fixed_w: tuple = ()  # for weights=fixed: the one weighting, comma-separated, e.g. 1.0,0.0
@@ -89,8 +89,8 @@ class TrainConfig:
 
     @property
     def m(self) -> int:
-        """Number of policy copies / entries of w: m rewards, or 2 when steering the KL weight."""
-        return 2 if self.steer == "kl" else len(self.rewards)
+        """Number of policy copies / entries of w: m rewards, or m + 1 when steering the KL weight too."""
+        return len(self.rewards) + 1 if self.steer == "kl" else len(self.rewards)
 
     def validate(self) -> "TrainConfig":
         """Refuse a bad configuration with a ValueError naming the field; returns self."""
@@ -132,10 +132,11 @@ class TrainConfig:
             exact_pg.check_enumerable(task)
         if self.steer not in STEERS:
             raise ValueError(f"steer: unknown {self.steer!r}; choose from {STEERS}")
-        if self.steer == "kl" and task.m != 1:
-            raise ValueError(f"rewards: steer=kl steers the KL weight of one reward, got {task.m} rewards")
         if self.weights not in weightings.WEIGHTINGS:
             raise ValueError(f"weights: unknown {self.weights!r}; choose from {weightings.WEIGHTINGS}")
+        if self.weights == "adaptive" and self.streams != "shared":
+            raise ValueError("weights: adaptive keeps one sampler state for the run; it needs streams=shared "
+                             "(one process)")
         if self.weights == "fixed":
             check_weights(self.fixed_w, self.m, "fixed_w")
         elif len(self.fixed_w):

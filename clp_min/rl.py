@@ -63,7 +63,8 @@ def rl_step(policy, pi_ref, optimizer, cfg: tk.TaskConfig, w_prompts: np.ndarray
         w_prompts: ``[P, m]`` one weighting per prompt (already drawn and checked).
         generator: one torch.Generator for prompts and samples, or P of them, one per prompt
             (per-prompt streams, clp_min.interop.distributed).
-    Returns: scalar statistics of the batch (rewards ``[m]`` means, KL, objective, loss).
+    Returns: scalar statistics of the batch (rewards ``[m]`` means, KL, objective, loss), and
+        ``per_prompt``: ``{"soft_advantage_var": [P]}`` (not logged).
     """
     P = w_prompts.shape[0]
     device = next(pi_ref.parameters()).device
@@ -83,4 +84,7 @@ def rl_step(policy, pi_ref, optimizer, cfg: tk.TaskConfig, w_prompts: np.ndarray
     loss.backward()
     optimizer.step()
     return {"loss": loss.item(), "objective": R.mean().item(), "kl": kl.mean().item(),
-            "rewards": r.mean(dim=0).tolist()}
+            "rewards": r.mean(dim=0).tolist(),
+            # R is the soft advantage A = w.r - beta log(pi / pi_ref) of each sample: its sample variance
+            # per prompt estimates Var_pi[A] (clp_min.weightings, adaptive; not logged)
+            "per_prompt": {"soft_advantage_var": R.view(P, n).var(dim=1).cpu().numpy()}}

@@ -232,9 +232,11 @@ def all_responses(cfg: TaskConfig) -> torch.Tensor:
 
 def reward_vectors(cfg: TaskConfig, prompts: torch.Tensor, responses: torch.Tensor,
                    steer_kl: bool) -> torch.Tensor:
-    """The task's rewards ``[B, m]``; for KL steering the single reward R becomes ``(0, R)``."""
+    """The task's rewards ``[B, m]``; for KL steering ``r`` becomes ``(0, r_1 .. r_m)`` ``[B, m + 1]``: the
+    weighting ``(w_0, w_1 .. w_m)`` then scores ``sum_i w_i R_i - beta K``, whose optimum is the Gibbs policy of
+    ``(w_1 .. w_m) / (1 - w_0)`` at KL weight ``beta / (1 - w_0)`` (THEORY.md P4, N2; one reward: ``(1-lam, lam)``)."""
     r = rewards(cfg, prompts, responses)
-    return torch.cat([torch.zeros_like(r), r], dim=1) if steer_kl else r
+    return torch.cat([r.new_zeros(r.size(0), 1), r], dim=1) if steer_kl else r
 
 
 def draw_prompts(cfg: TaskConfig, P: int, generator) -> torch.Tensor:

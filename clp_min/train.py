@@ -86,15 +86,20 @@ def build_policy(cfg: TrainConfig, pi_ref: GPT) -> torch.nn.Module:
 
 
 def step_streams(cfg: TrainConfig, step: int, local: range, rng: np.random.Generator,
-                 generator: torch.Generator) -> tuple:
-    """``(w [P_local, m], generator(s))`` of one step: the run's shared streams, or per-prompt ones."""
+                 generator: torch.Generator, sampler=None) -> tuple:
+    """``(w [P_local, m], generator(s), cells)`` of one step: the run's shared streams, or per-prompt ones;
+    ``cells`` is the adaptive sampler's cell of each prompt (None for the fixed distributions)."""
+    if sampler is not None:  # weights=adaptive (streams=shared, checked by TrainConfig.validate)
+        w, cells = sampler.draw(rng, cfg.prompts_per_step)
+        return w, generator, cells
+
     def draw(r, P):
         return weightings.draw_weightings(r, P, cfg.m, cfg.weights, cfg.alpha, cfg.p_vertex, cfg.fixed_w)
 
     if cfg.streams == "shared":
-        return draw(rng, cfg.prompts_per_step), generator
+        return draw(rng, cfg.prompts_per_step), generator, None
     rngs, gens = distributed.prompt_streams(cfg.seed, step, local)
-    return np.concatenate([draw(r, 1) for r in rngs]), gens  # (P_local, m)
+    return np.concatenate([draw(r, 1) for r in rngs]), gens, None  # (P_local, m)
 
 
 def train(cfg: TrainConfig, progress: bool | None = None, stop_at: int | None = None,
@@ -161,6 +166,7 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, progress: bool | None, st
     # fused: one kernel for every parameter (0.55 vs 2.2 ms per step for CLP full, 2 x 64 model, CPU)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, fused=True)
     start, history = 0, []
+    sampler = weightings.AdaptiveSampler(cfg.m, cfg.alpha) if cfg.weights == "adaptive" else None
     if cfg.resume:
         if meta.get("world_size", 1) != ctx.world_size:
             raise ValueError(f"resume: {out} was trained by {meta.get('world_size', 1)} processes, this run has "
@@ -172,6 +178,8 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, progress: bool | None, st
                              f"config builds") from None
         start = load_train_state(out, optimizer, generator, meta["step"])
         rng.bit_generator.state = meta["numpy_rng"]
+        if sampler is not None:
+            sampler = weightings.AdaptiveSampler(cfg.m, cfg.alpha, meta["weighting_state"])
         if not (out / "log.json").exists():
             raise ValueError(f"resume: {out / 'log.json'} is missing; the run's history cannot continue")
         history = [h for h in json.loads((out / "log.json").read_text())["history"] if h["step"] <= start]
@@ -187,7 +195,8 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, progress: bool | None, st
         save_train_state(state, optimizer, generator, step)
         save_checkpoint(out / "policy.safetensors", policy,
                         {"train": asdict(cfg), "ref": _ref_location(ref_path, out), "ref_sha256": ref_sha256,
-                         "step": step, "numpy_rng": rng.bit_generator.state, "world_size": ctx.world_size})
+                         "step": step, "numpy_rng": rng.bit_generator.state, "world_size": ctx.world_size,
+                         **({"weighting_state": sampler.state()} if sampler is not None else {})})
         prev.unlink(missing_ok=True)
         _write_log(out, cfg, history)
 
@@ -200,13 +209,16 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, progress: bool | None, st
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, step)
-        w, gen = step_streams(cfg, step, local, rng, generator)
+        w, gen, cells = step_streams(cfg, step, local, rng, generator, sampler)
         if cfg.estimator == "exact":
             stats = exact_pg.exact_step(ddp_policy, pi_ref, optimizer, task, w, cfg.beta, gen,
                                         steer_kl=cfg.steer == "kl", table=table)
         else:
             stats = rl.rl_step(ddp_policy, pi_ref, optimizer, task, w, cfg.samples_per_prompt, cfg.beta,
                                gen, steer_kl=cfg.steer == "kl")
+        per_prompt = stats.pop("per_prompt", {})  # per-prompt arrays are not logged
+        if sampler is not None:  # the statistic Var_pi[A] / (2 beta) (clp_min.weightings)
+            sampler.update(cells, per_prompt["soft_advantage_var"] / (2 * cfg.beta))
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             history.append({"step": done, **distributed.mean_over_ranks(stats, ctx)})

@@ -1,4 +1,4 @@
-"""Experiments E1..E6: each a function from a config to a results dict (numbers only).
+"""Experiments E1..E8: each a function from a config to a results dict (numbers only).
 
 Thresholds and PASS/FAIL live in ``toy.claims``; figures in ``toy.plots``. Every
 regret is measured against theory's exact optimum (STYLE.md principle 8).
@@ -26,6 +26,7 @@ from toy.policies import LinearCLP, make_policy
 from toy.regret import grid_regret
 from toy.train import TrainConfig, train
 from toy.trained_experts import e7_trained_experts
+from toy.utility_experiment import e8_nonlinear_scalarisation
 from toy.weightings import DISTRIBUTIONS, sample_weightings
 
 
@@ -68,6 +69,8 @@ class ToyConfig:
     e7_margin: float = 1.0  # E7: each reward's bonus for its own first token
     e7_ref_entry: float = 0.05  # E7: pi_ref's probability of entering reward 1's subtree
     e7_drifts: tuple = (1.0, 3.0, 10.0)  # E7: sizes of the off-support drift added to on-policy experts
+    e8_instances: int = 12  # E8: random instances per family (bandits, misaligned trees, aligned trees)
+    e8_beta: float = 0.5  # E8: KL weight of the non-linear problem
 
     @classmethod
     def full(cls, seed: int = 0) -> "ToyConfig":
@@ -79,7 +82,8 @@ class ToyConfig:
                        e2_trees=4, e3_inits=4, e3_steps=400,
                        e4_trees=4, e4_steps=200, e4_reinforce_trees=2,
                        e5_misspecification=(0.0, 0.3, 3.0), e5_instances=3, e6_trees=3,
-                       e7_trees=1, e7_steps=300)
+                       e7_trees=1, e7_steps=300,
+                       e8_instances=3)
 
 
 def _rng(cfg: ToyConfig, experiment: int) -> np.random.Generator:
@@ -331,11 +335,12 @@ def e6_kl_steering(cfg: ToyConfig, progress: bool = True) -> dict:
 
 EXPERIMENTS = {"E1": e1_bandit_exactness, "E2": e2_gap_vs_misalignment, "E3": e3_p10,
                "E4": e4_training_helps_when_misaligned, "E5": e5_rewarded_soups, "E6": e6_kl_steering,
-               "E7": e7_trained_experts}
+               "E7": e7_trained_experts,
+               "E8": e8_nonlinear_scalarisation}
 
 
 def run_experiment(name: str, cfg: ToyConfig, progress: bool = True) -> dict:
-    """Run one experiment by name (E1..E7) with ``torch`` on one thread."""
+    """Run one experiment by name (E1..E8) with ``torch`` on one thread."""
     if name not in EXPERIMENTS:
         raise ValueError(f"experiment: unknown {name!r}; choose from {', '.join(EXPERIMENTS)}")
     torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""Figures for E1..E6 (matplotlib, Agg backend): one function per experiment, results dict -> PNG path."""
+"""Figures for E1..E8 (matplotlib, Agg backend): one function per experiment, results dict -> PNG path."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -141,5 +141,25 @@ def plot_e7(r: dict, out: Path) -> str:
     return _save(fig, out / "E7_trained_experts.png")
 
 
+def plot_e8(r: dict, out: Path) -> str:
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+    utilities = sorted({x["utility"] for x in r["rows"]})
+    fams = ("bandit", "misaligned_tree", "aligned_tree")
+    for k, u in enumerate(utilities):
+        for j, fam in enumerate(fams):
+            rows = [x for x in r["rows"] if x["utility"] == u and x["family"] == fam and "fixed_beta_regret" in x]
+            pos = k * (len(fams) + 1) + j
+            ax[0].scatter([pos] * len(rows), [max(x["fixed_beta_regret"], 1e-17) for x in rows], color=f"C{j}",
+                          s=12, label=fam if k == 0 else None)
+            ax[1].scatter([pos] * len(rows), [max(abs(x["zero_shot_regret"]), 1e-17) for x in rows],
+                          color=f"C{j}", s=12, label=fam if k == 0 else None)
+    ticks = [k * (len(fams) + 1) + 1 for k in range(len(utilities))]
+    for a, title in ((ax[0], "(b) best fixed-beta simplex w"), (ax[1], "(c) zero-shot mix at (w, beta/|g|)")):
+        a.set(yscale="log", ylabel="regret vs non-linear optimum", title=title)
+        a.set_xticks(ticks, utilities, fontsize=8)
+    ax[0].legend(fontsize=7)
+    return _save(fig, out / "E8_nonlinear_scalarisation.png")
+
+
 PLOTS = {"E1": plot_e1, "E2": plot_e2, "E3": plot_e3, "E4": plot_e4, "E5": plot_e5, "E6": plot_e6,
-         "E7": plot_e7}
+         "E7": plot_e7, "E8": plot_e8}

@@ -308,14 +308,18 @@ def batch_objective(policy, pi_ref, cfg: tk.TaskConfig, prompts: torch.Tensor, w
     J = exact_objective(logp, logp_ref.to(logp.dtype), r, w.to(logp.dtype), beta)  # (P,)
     pi = logp.detach().exp()
     kl = (pi * (logp.detach() - logp_ref)).sum(dim=1)
-    return {"objective": J, "rewards": torch.einsum("pn,pnm->pm", pi, r_task), "kl": kl}
+    # soft advantage A = w.r - beta log(pi / pi_ref), constant iff pi = pi*_w (clp_min.weightings, adaptive)
+    A = torch.einsum("pnm,pm->pn", r, w.to(logp.dtype)) - beta * (logp.detach() - logp_ref.to(logp.dtype))
+    var_A = (pi * (A - (pi * A).sum(dim=1, keepdim=True)) ** 2).sum(dim=1)  # (P,) exact Var_pi[A]
+    return {"objective": J, "rewards": torch.einsum("pn,pnm->pm", pi, r_task), "kl": kl, "soft_advantage_var": var_A}
 
 
 def exact_step(policy, pi_ref, optimizer, cfg: tk.TaskConfig, w_prompts: np.ndarray, beta: float,
                generator, steer_kl: bool = False, route: str = "auto", table: ReferenceTable | None = None) -> dict:
     """One Adam step on ``- mean_x J_{w_x}(x)`` over ``P = len(w_prompts)`` fresh training prompts.
 
-    Same contract and statistics as ``clp_min.rl.rl_step`` (which estimates this gradient by RLOO).
+    Same contract and statistics as ``clp_min.rl.rl_step`` (which estimates this gradient by RLOO);
+    ``per_prompt["soft_advantage_var"]`` ``[P]`` is the exact ``Var_pi[A]`` (not logged; adaptive weightings).
     ``table``: pi_ref's terms of every prompt, computed once per run (``ReferenceTable``).
     """
     P = w_prompts.shape[0]
@@ -328,4 +332,5 @@ def exact_step(policy, pi_ref, optimizer, cfg: tk.TaskConfig, w_prompts: np.ndar
     loss.backward()
     optimizer.step()
     return {"loss": loss.item(), "objective": -loss.item(), "kl": out["kl"].mean().item(),
-            "rewards": out["rewards"].mean(dim=0).tolist()}
+            "rewards": out["rewards"].mean(dim=0).tolist(),
+            "per_prompt": {"soft_advantage_var": out["soft_advantage_var"].cpu().numpy()}}

@@ -245,6 +245,9 @@ def evaluate_run(run_dir, out, grid_n: int, n_prompts: int, n_samples: int, seed
 
     policy, pi_ref, cfg = load_trained(run_dir)
     task, steer_kl = cfg.task(), cfg.steer == "kl"
+    if steer_kl and task.m != 1:
+        raise ValueError(f"rewards: clp eval draws the (R, -KL) front of a KL-steered run of one reward; {run_dir} "
+                         f"steers {task.m} rewards and the KL weight (clp_min.studies.utility_steering evaluates it)")
     W = simplex_grid(cfg.m, grid_n)
     if steer_kl:
         W = W[:-1]  # lam = 0 is pi_ref itself

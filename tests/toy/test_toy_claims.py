@@ -9,12 +9,12 @@ def test_quick_claims_pass(tmp_path):
     assert main(["toy", "claims", "--quick", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "claims.json").read_text())
     assert rows and all(r["status"] in ("PASS", "INFO") for r in rows)
-    assert {r["id"][:2] for r in rows} == {"E1", "E2", "E3", "E4", "E5", "E6", "E7"}
+    assert {r["id"][:2] for r in rows} == {"E1", "E2", "E3", "E4", "E5", "E6", "E7", "E8"}
     report = (tmp_path / "report.md").read_text()
     assert "| id | claim | measured | threshold | value | status |" in report
-    for name in ("E1", "E2", "E3", "E4", "E5", "E6", "E7"):
+    for name in ("E1", "E2", "E3", "E4", "E5", "E6", "E7", "E8"):
         assert (tmp_path / f"{name}.json").exists()
-    assert len(list(tmp_path.glob("*.png"))) == 7
+    assert len(list(tmp_path.glob("*.png"))) == 8
 
 
 def test_unknown_experiment_exits_2(tmp_path, capsys):

@@ -48,14 +48,16 @@ def test_training_raises_each_reward_at_its_vertex(tmp_path):
     assert len(front["exact"]["mean_normalised_regret"]) == 1 and (tmp_path / "eval" / "front.png").exists()
 
 
-@pytest.mark.parametrize("schedule", ["constant", "cosine"])
-def test_resume_is_bit_for_bit(tmp_path, schedule):
+@pytest.mark.parametrize("schedule, weights", [("constant", "dirichlet"), ("cosine", "dirichlet"),
+                                               ("constant", "adaptive")])
+def test_resume_is_bit_for_bit(tmp_path, schedule, weights):
     """N steps, then N more after a resume, equal 2N uninterrupted steps (parameters, optimizer, log).
 
     Constant lr: a 3-step run resumed as a 6-step run. Cosine lr (depends on the total):
-    the 6-step run interrupted after 3 steps, then resumed.
+    the 6-step run interrupted after 3 steps, then resumed. Adaptive weightings: the sampler's
+    state travels in the checkpoint (without it the resumed draws differ).
     """
-    base = dict(conditioning="input+full", weights="dirichlet", lr_schedule=schedule, log_every=1, **TINY)
+    base = dict(conditioning="input+full", weights=weights, lr_schedule=schedule, log_every=1, **TINY)
     base["pretrain_steps"] = 20
     whole = tmp_path / "whole"
     split = tmp_path / "split"
@@ -82,7 +84,7 @@ def test_resume_is_bit_for_bit(tmp_path, schedule):
 @pytest.mark.parametrize("kw, field", [
     (dict(beta=0.0), "beta"), (dict(beta=float("nan")), "beta"), (dict(samples_per_prompt=1), "samples_per_prompt"),
     (dict(conditioning="bogus"), "conditioning"), (dict(steer="lam"), "steer"), (dict(weights="gauss"), "weights"),
-    (dict(steer="kl"), "rewards"), (dict(weights="fixed", fixed_w=(0.5, 0.6)), "fixed_w"),
+    (dict(weights="fixed", fixed_w=(0.5, 0.6)), "fixed_w"),
     (dict(weights="fixed", fixed_w=(1.0,)), "fixed_w"), (dict(fixed_w=(1.0, 0.0)), "fixed_w"),
     (dict(conditioning="none"), "conditioning"), (dict(n_head=3), "n_head"), (dict(lr=-1.0), "lr"),
     (dict(steps=0), "steps"), (dict(vocab=1), "vocab"), (dict(p_vertex=2.0), "p_vertex"),
@@ -180,3 +182,6 @@ def test_rl_reward_includes_the_kl_penalty():
     stats = rl.rl_step(policy, pi_ref, opt, task, w_prompts, n, beta, gen)
     assert stats["objective"] == pytest.approx(R.mean().item(), rel=1e-5, abs=1e-6)
     assert stats["loss"] == pytest.approx(-(A * logp).mean().item(), rel=1e-5, abs=1e-6)
+    # the adaptive sampler's statistic: per prompt, the sample variance of the soft advantage R
+    np.testing.assert_allclose(stats["per_prompt"]["soft_advantage_var"], R.view(2, n).var(dim=1).detach().numpy(),
+                               rtol=1e-4, atol=1e-6)
