@@ -107,6 +107,19 @@ def _add_eval_and_reproduce(groups) -> None:
     aw.add_argument("--overwrite", action="store_true", help="replace the summary and per-seed JSON already in OUT")
     aw.set_defaults(run=run_adaptive_w)
 
+    zs = groups.add_parser("zero-shot", help="zero-shot mixing of trained experts on the misalignment sweep "
+                                             "(on-policy experts and the remedy, exact regret, P11's bound)")
+    zs.add_argument("--seeds", default="0", help="comma-separated seeds")
+    zs.add_argument("--strengths", default=None, help="comma-separated knob strengths (default: the sweep's 8)")
+    zs.add_argument("--steps", type=int, default=None, help="steps per expert (default: the sweep CLP's 2000)")
+    zs.add_argument("--quick", action="store_true", help="tiny configuration: a smoke run of seconds")
+    zs.add_argument("--out", default="runs/zero_shot", help="folder for seed*.json, report.md, regret_vs_s.png")
+    zs.add_argument("--runs", default=None, help="folder caching pi_ref and the trained experts (default: OUT/runs)")
+    zs.add_argument("--jobs", type=int, default=1, help="worker processes (pretraining, experts, evaluation); "
+                                                       "three seeds take about 85 core-minutes")
+    zs.add_argument("--overwrite", action="store_true", help="replace the results already in OUT")
+    zs.set_defaults(run=run_zero_shot)
+
 
 def _parse_field(f, text: str):
     """One TrainConfig option from text; refuses with the field's name."""
@@ -249,6 +262,36 @@ def run_adaptive_w(args) -> int:
     with output_folder(args.out, STUDY_FILES, overwrite=args.overwrite) as out:
         run_study(args.scale, seeds, out, args.runs or out / "runs", args.jobs)
     print((out / "summary.md").read_text())
+    return 0
+
+
+def run_zero_shot(args) -> int:
+    from dataclasses import replace
+
+    import torch
+
+    from clp_min.studies import zero_shot_trained as zst
+
+    torch.set_num_threads(1)
+    seeds = _seeds(args.seeds)
+    if args.jobs < 1:
+        raise ValueError(f"jobs: must be an integer >= 1, got {args.jobs}")
+    scale = zst.QUICK if args.quick else zst.StudyScale()
+    if args.steps is not None:
+        if args.steps < 1:
+            raise ValueError(f"steps: must be an integer >= 1, got {args.steps}")
+        scale = replace(scale, steps=args.steps)
+    if args.strengths:
+        try:
+            strengths = tuple(float(x) for x in args.strengths.split(","))
+        except ValueError:
+            raise ValueError(f"strengths: expected comma-separated numbers, got {args.strengths!r}") from None
+        if not all(0 <= x <= 1 for x in strengths):
+            raise ValueError(f"strengths: each knob strength must lie in [0, 1], got {args.strengths!r}")
+        scale = replace(scale, strengths=strengths)
+    with output_folder(args.out, ("seed*.json", "report.md", "regret_vs_s.png"), overwrite=args.overwrite) as out:
+        zst.run(out, seeds, scale, args.runs or out / "runs", args.jobs)
+    print(f"report: {out / 'report.md'}")
     return 0
 
 

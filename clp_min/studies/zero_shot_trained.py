@@ -18,7 +18,6 @@ and under the mixture's visitation, and P11's bound (theory.trained_mixing) besi
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -301,23 +300,3 @@ def write_report(results: list, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "regret_vs_s.png", dpi=100)
     plt.close(fig)
-
-
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="folder for seed*.json, report.md, regret_vs_s.png")
-    ap.add_argument("--runs", default="runs", help="folder of pi_ref and the trained experts (cached)")
-    ap.add_argument("--seeds", default="0", help="comma-separated seeds")
-    ap.add_argument("--strengths", default=None, help="comma-separated knob strengths (default: the sweep's 8)")
-    ap.add_argument("--steps", type=int, default=StudyScale.steps, help="steps per expert")
-    ap.add_argument("--jobs", type=int, default=1, help="expert trainings in parallel processes")
-    ap.add_argument("--quick", action="store_true", help="tiny configuration (seconds; a smoke run)")
-    a = ap.parse_args(argv)
-    scale = QUICK if a.quick else replace(StudyScale(), steps=a.steps)
-    if a.strengths:
-        scale = replace(scale, strengths=tuple(float(x) for x in a.strengths.split(",")))
-    run(a.out, [int(x) for x in a.seeds.split(",")], scale, a.runs, a.jobs)
-
-
-if __name__ == "__main__":
-    main()

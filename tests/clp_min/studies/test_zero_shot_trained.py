@@ -58,3 +58,15 @@ def test_study_smoke_run_writes_its_report_and_p11_agrees_with_the_exact_regret(
             # two routes to the trained mixture's regret: theory.trained_mixing vs clp_min's exact evaluation
             np.testing.assert_allclose(t[regime]["regret"], t["regret"][f"logit mixing ({regime})"], rtol=1e-6)
             assert t[regime]["bound"] >= t[regime]["regret"] - 1e-12
+
+
+def test_command_writes_the_study_and_refuses_to_overwrite_it(tmp_path, capsys):
+    """`clp zero-shot --quick`: seed0.json, report.md and the figure; a second run onto them is refused."""
+    from clp_cli.main import main
+
+    out = tmp_path / "zst"
+    assert main(["zero-shot", "--quick", "--out", str(out)]) == 0
+    assert {"seed0.json", "report.md", "regret_vs_s.png"} <= {p.name for p in out.iterdir()}
+    before = (out / "seed0.json").read_bytes()
+    assert main(["zero-shot", "--quick", "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and (out / "seed0.json").read_bytes() == before
