@@ -16,7 +16,7 @@ DOC_PAGES = [  # (title, file under docs/), in reading order
     ("Theory", "THEORY.md"), ("Paper map", "paper_map.md"), ("Results", "results.md"),
     ("Results in detail", "clp_min_results.md"), ("Toy claims in detail", "toy_summary.md"),
     ("The course", "course.md"), ("Using clp_min", "clp_min.md"), ("Your own model", "own_model.md"),
-    ("Checking a trainer", "checking_a_trainer.md"),
+    ("Checking a trainer", "checking_a_trainer.md"), ("Trained zero-shot", "zero_shot_trained.md"),
     ("Scaling out", "scaling.md"), ("Limits and guarantees", "limits.md"), ("Design", "DESIGN.md"),
     ("Speed", "speed.md"),
 ]
