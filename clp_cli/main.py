@@ -14,6 +14,7 @@ import os
 import sys
 
 from clp_cli import clp_min_cmd, oracle_cmd, theory_cmd, toy_cmd
+from theory.output_folder import refuse_if_held
 
 
 class HelpWithDefaults(argparse.HelpFormatter):
@@ -64,6 +65,22 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 LIGHT_GROUPS = ("theory", "toy")  # their parsers need no torch
+EARLY_OUT = {"train": "runs/train", "reproduce": "runs/reproduce"}  # their --out defaults (TrainConfig, reproduce)
+
+
+def refuse_busy_folder(argv: list[str]) -> None:
+    """A second writer is refused before the parsers import torch (seconds): the --out of ``clp train``
+    and ``clp reproduce`` is read from the raw arguments and its lock tested. The lock itself is taken
+    later (theory.output_folder); under torchrun only rank 0 holds it, so ranks skip this check."""
+    if not argv or argv[0] not in EARLY_OUT or "WORLD_SIZE" in os.environ or "-h" in argv or "--help" in argv:
+        return
+    out = EARLY_OUT[argv[0]]
+    for i, arg in enumerate(argv[1:], 1):
+        if arg == "--out" and i + 1 < len(argv):
+            out = argv[i + 1]
+        elif arg.startswith("--out="):
+            out = arg.split("=", 1)[1]
+    refuse_if_held(out)
 PROGRESS_EVERY_S = "10"  # redirected progress: one line per bar every 10 s at most
 
 
@@ -105,6 +122,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        refuse_busy_folder(argv)
+    except ValueError as err:
+        print(f"clp: error: {err}", file=sys.stderr)
+        return 2
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     stderr = sys.stderr

@@ -75,6 +75,14 @@ def held_by(path) -> int | None:
     return None
 
 
+def refuse_if_held(path, field: str = "out") -> None:
+    """Refuse, naming the holder, a folder whose lock another process holds (a cheap early check: the
+    lock itself is taken by ``output_folder``)."""
+    pid = held_by(path)
+    if pid is not None:
+        raise _in_use(Path(path), pid, field)
+
+
 def _pid(fd: int) -> int | None:
     text = os.pread(fd, 32, 0).decode(errors="replace").strip()
     return int(text) if text.isdigit() else None
