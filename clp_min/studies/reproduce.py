@@ -197,7 +197,9 @@ def _reproduce(out, quick: bool, progress: bool, setups, with_claims: bool, runs
         mech_text = mechanisms_tables.report(mech_results, out / "mechanisms")
         seconds["mechanisms study"] = time.perf_counter() - start
     rows = targets(results)
-    header = (f"Scale: `{scale}`; beta = {su.BETA}; model {su.MODEL}. Training weightings: {su.TRAIN_WEIGHTS}.\n\n"
+    smoke = ("**Smoke run (`--quick`)**: one seed, short runs; it checks that everything runs. Its targets are "
+             "not expected to be met (the full run's are: docs/results.md).\n\n") if quick else ""
+    header = (smoke + f"Scale: `{scale}`; beta = {su.BETA}; model {su.MODEL}. Training weightings: {su.TRAIN_WEIGHTS}.\n\n"
               f"Exact-oracle scale (enum_exact, sweep; clp_min/studies/exact_setups.py): `{exact_scale}`; model "
               f"{xs.MODEL}; exact gradient (clp_min/oracle/exact_pg.py); evaluation on every held-out prompt "
               f"(clp_min.task.is_heldout), never drawn in training.\n\n"

@@ -52,6 +52,7 @@ def test_study_runs_in_reproduce(tmp_path, monkeypatch):
     reproduce(out, quick=True, setups=("enum_exact", "two", "enum"), with_claims=False)
     report = (out / "report.md").read_text()
     assert "## Other conditioning mechanisms\n" in report
+    assert "Smoke run (`--quick`)" in report  # a quick run says what it is
     for f in ("report.md", "comparison.png", "w_distribution.png", "enum/seed0.json", "two/seed0.json",
               "enum_exact/seed0.json", "w_dist/seed0.json"):
         assert (out / "mechanisms" / f).exists(), f
