@@ -94,7 +94,7 @@ def _add_eval_and_reproduce(groups) -> None:
     us.add_argument("--runs", default=None, help="folder caching pi_ref and the trained CLP (default: OUT/runs)")
     us.add_argument("--jobs", type=int, default=1, help="worker processes, one seed each")
     us.add_argument("--overwrite", action="store_true", help="replace the summary and per-seed JSON already in OUT")
-    us.set_defaults(run=run_utility_steering)
+    us.set_defaults(run=run_study, study="utility_steering")
 
     aw = groups.add_parser("adaptive-w", help="the adaptive weighting sampler against the fixed training "
                                               "distributions, exact regret on the enumerable task")
@@ -105,7 +105,7 @@ def _add_eval_and_reproduce(groups) -> None:
     aw.add_argument("--runs", default=None, help="folder caching pi_ref and the trained CLPs (default: OUT/runs)")
     aw.add_argument("--jobs", type=int, default=1, help="worker processes, one seed each")
     aw.add_argument("--overwrite", action="store_true", help="replace the summary and per-seed JSON already in OUT")
-    aw.set_defaults(run=run_adaptive_w)
+    aw.set_defaults(run=run_study, study="adaptive_w")
 
     zs = groups.add_parser("zero-shot", help="zero-shot mixing of trained experts on the misalignment sweep "
                                              "(on-policy experts and the remedy, exact regret, P11's bound)")
@@ -235,32 +235,19 @@ def _seeds(text):
     return seeds
 
 
-def run_utility_steering(args) -> int:
+def run_study(args) -> int:
+    """``clp utility-steering`` and ``clp adaptive-w``: a study's seeds, then its summary (``args.study``)."""
+    import importlib
+
     import torch
 
-    from clp_min.studies.utility_steering import run_study
-
+    study = importlib.import_module(f"clp_min.studies.{args.study}")
     torch.set_num_threads(1)
     seeds = _seeds(args.seeds)
     if args.jobs < 1:
         raise ValueError(f"jobs: must be an integer >= 1, got {args.jobs}")
     with output_folder(args.out, STUDY_FILES, overwrite=args.overwrite) as out:
-        run_study(args.scale, seeds, out, args.runs or out / "runs", args.jobs)
-    print((out / "summary.md").read_text())
-    return 0
-
-
-def run_adaptive_w(args) -> int:
-    import torch
-
-    from clp_min.studies.adaptive_w import run_study
-
-    torch.set_num_threads(1)
-    seeds = _seeds(args.seeds)
-    if args.jobs < 1:
-        raise ValueError(f"jobs: must be an integer >= 1, got {args.jobs}")
-    with output_folder(args.out, STUDY_FILES, overwrite=args.overwrite) as out:
-        run_study(args.scale, seeds, out, args.runs or out / "runs", args.jobs)
+        study.run_study(args.scale, seeds, out, args.runs or out / "runs", args.jobs)
     print((out / "summary.md").read_text())
     return 0
 

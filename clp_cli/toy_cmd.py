@@ -1,8 +1,6 @@
 """`clp toy ...` commands: the simulations of toy/. No math lives here."""
 from __future__ import annotations
 
-import sys
-
 from clp_cli.paths import output_folder
 
 TOY_FILES = ("claims.json", "report.md", "E[0-9]*.json", "E[0-9]*.png")  # what toy.claims.run_claims writes

@@ -134,3 +134,17 @@ def training_tasks(refs: dict, cfgs: dict) -> list:
         needs = frozenset({f"ref {cfg.ref}"}) if cfg.ref in refs else frozenset()
         tasks.append(Task(f"train {out}", _train, (cfg,), needs, cost=cfg.steps + 0.5 * (cfg.conditioning != "none")))
     return tasks
+
+
+def map_seeds(run_seed, seeds, scale, root, runs, jobs: int = 1) -> list:
+    """``[run_seed(seed, scale, root, runs) for seed in seeds]``, in ``jobs`` worker processes (one seed each,
+    one torch thread each) when ``jobs > 1``; each seed seeds itself, so the results equal ``jobs = 1``'s."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    if jobs <= 1:
+        return [run_seed(seed, scale, root, runs) for seed in seeds]
+    n = len(seeds)
+    with ProcessPoolExecutor(jobs, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        return list(pool.map(run_seed, seeds, [scale] * n, [root] * n, [runs] * n))

@@ -32,12 +32,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from clp_min import task as tk
 from clp_min.oracle import exact
 from clp_min.studies import exact_setups as es
 from clp_min.studies import setups as su
+from clp_min.studies.jobs import map_seeds
 from theory.instances import Bandit
 from theory.tree import leaf_log_probs, reference_token_policy
 from theory.utility import make_utility
@@ -225,16 +225,10 @@ def markdown(results: list, summary: dict) -> str:
 
 def run_study(scale_name: str, seeds, root, runs, jobs: int = 1) -> dict:
     """Every seed (``jobs`` worker processes), then ``summary.json`` and ``summary.md`` under ``root``."""
-    from concurrent.futures import ProcessPoolExecutor
-
     scale = SCALES[scale_name]
     seeds = tuple(scale.seeds if seeds is None else seeds)
     root = Path(root)
-    if jobs > 1:
-        with ProcessPoolExecutor(jobs, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            results = list(pool.map(run_seed, seeds, [scale] * len(seeds), [root] * len(seeds), [runs] * len(seeds)))
-    else:
-        results = [run_seed(seed, scale, root, runs) for seed in seeds]
+    results = map_seeds(run_seed, seeds, scale, root, runs, jobs)
     summary = summarise(results)
     (root / "summary.json").write_text(json.dumps(su._jsonable({"scale": scale_name, "seeds": seeds,
                                                                  "summary": summary}), indent=1))
