@@ -12,8 +12,8 @@ def add_parser(groups) -> None:
 
     claims = sub.add_parser("claims", help="run E1..E8, write claims.json, report.md and figures; "
                                            "exit 1 if any claim fails")
-    claims.add_argument("--quick", action="store_true", help="small sizes (about a minute on 2 cores; the full "
-                                                             "run takes 3-5 minutes)")
+    claims.add_argument("--quick", action="store_true", help="small sizes (about 15 seconds on 2 cores; the "
+                                                             "full run takes about 2 minutes)")
     claims.add_argument("--out", default="runs/toy-claims", help="output directory")
     claims.add_argument("--seed", type=int, default=0, help="master seed")
     claims.add_argument("--overwrite", action="store_true", help="replace the results already in the output directory")
