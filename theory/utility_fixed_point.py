@@ -49,27 +49,7 @@ def _newton_context(log_ref, r, utility, beta, x: int) -> tuple:
             return None, None, None
         return g - utility.grad(R), R, C
 
-    g = utility.grad(R0)
-    F, R, C = residual(g)
-    while F is None:  # pi_g left U's domain: shrink g towards 0 (g = 0 is pi_ref, inside it)
-        g = g / 2
-        F, R, C = residual(g)
-    for it in range(MAX_NEWTON):
-        if np.max(np.abs(F)) <= TOL * (1 + np.max(np.abs(g))):
-            return g, it
-        d = -np.linalg.solve(np.eye(len(g)) - utility.hessian(R) @ C, F)
-        phi, t = F @ F, 1.0
-        while t >= MIN_STEP:
-            F_new, R_new, C_new = residual(g + t * d)
-            if F_new is not None and F_new @ F_new <= (1 - 2 * ARMIJO * t) * phi:
-                break
-            t /= 2
-        else:
-            raise RuntimeError(f"fixed point: no decrease of |F| along the Newton step in context {x} "
-                               f"(max|F| = {np.max(np.abs(F)):.3g} after {it} iterations)")
-        g, F, R, C = g + t * d, F_new, R_new, C_new
-    raise RuntimeError(f"fixed point: not converged in context {x} after {MAX_NEWTON} Newton steps "
-                       f"(max|F| = {np.max(np.abs(F)):.3g})")
+    return _damped_newton(residual, utility.grad(R0), utility, f"in context {x}")
 
 
 def _bisect_tchebycheff(log_ref, r, utility, beta, x: int) -> tuple:
@@ -107,8 +87,16 @@ def _newton_shared(log_ref, r, rho, utility, beta) -> tuple:
         return g - utility.grad(R), R, sum(w * p[1] for w, p in zip(rho, parts))
 
     g = utility.grad(residual(np.zeros(r.shape[-1]))[1])  # R(pi_ref) is in U's domain (check_problem)
+    return _damped_newton(residual, g, utility, "population utility")
+
+
+def _damped_newton(residual, g, utility, where: str) -> tuple:
+    """Damped Newton on ``F(g) = residual(g)[0]`` from ``g``; ``residual`` returns ``(F, R, C = dR/dg)``, or
+    Nones when ``pi_g`` leaves U's domain. Jacobian ``I - H(R) C`` (never singular for concave U); Armijo
+    backtracking on ``|F|^2``; convergence checked, else a RuntimeError naming ``where``.
+    Returns ``(g [m], iterations)``."""
     F, R, C = residual(g)
-    while F is None:
+    while F is None:  # pi_g left U's domain: shrink g towards 0 (g = 0 is pi_ref, inside it)
         g = g / 2
         F, R, C = residual(g)
     for it in range(MAX_NEWTON):
@@ -122,10 +110,10 @@ def _newton_shared(log_ref, r, rho, utility, beta) -> tuple:
                 break
             t /= 2
         else:
-            raise RuntimeError(f"fixed point: no decrease of |F| along the Newton step (population utility, "
+            raise RuntimeError(f"fixed point: no decrease of |F| along the Newton step ({where}, "
                                f"max|F| = {np.max(np.abs(F)):.3g} after {it} iterations)")
         g, F, R, C = g + t * d, F_new, R_new, C_new
-    raise RuntimeError(f"fixed point: not converged after {MAX_NEWTON} Newton steps (population utility, "
+    raise RuntimeError(f"fixed point: not converged after {MAX_NEWTON} Newton steps ({where}, "
                        f"max|F| = {np.max(np.abs(F)):.3g})")
 
 
