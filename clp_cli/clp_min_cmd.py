@@ -85,27 +85,23 @@ def _add_eval_and_reproduce(groups) -> None:
                      help="skip the mechanisms study (SVD-LoRA, soft tokens, prompts; training distribution of w)")
     rep.set_defaults(run=run_reproduce)
 
-    us = groups.add_parser("utility-steering", help="steer a KL-steered CLP to non-linear utilities on the "
-                                                    "enumerable task; exact regret against the optimum")
-    us.add_argument("--scale", default="small", choices=["quick", "small", "full"],
-                    help="quick: a smoke run; small: 500 RL steps per CLP; full: enum_exact's 2000")
-    us.add_argument("--seeds", default=None, help="comma-separated seeds (default: the scale's)")
-    us.add_argument("--out", default="runs/utility_steering", help="folder for per-seed JSON and summary.md")
-    us.add_argument("--runs", default=None, help="folder caching pi_ref and the trained CLP (default: OUT/runs)")
-    us.add_argument("--jobs", type=int, default=1, help="worker processes, one seed each")
-    us.add_argument("--overwrite", action="store_true", help="replace the summary and per-seed JSON already in OUT")
-    us.set_defaults(run=run_study, study="utility_steering")
-
-    aw = groups.add_parser("adaptive-w", help="the adaptive weighting sampler against the fixed training "
-                                              "distributions, exact regret on the enumerable task")
-    aw.add_argument("--scale", default="small", choices=["quick", "small", "full"],
-                    help="quick: a smoke run; small: 500 RL steps per CLP; full: enum_exact's 2000")
-    aw.add_argument("--seeds", default=None, help="comma-separated seeds (default: the scale's)")
-    aw.add_argument("--out", default="runs/adaptive_w", help="folder for per-seed JSON and summary.md")
-    aw.add_argument("--runs", default=None, help="folder caching pi_ref and the trained CLPs (default: OUT/runs)")
-    aw.add_argument("--jobs", type=int, default=1, help="worker processes, one seed each")
-    aw.add_argument("--overwrite", action="store_true", help="replace the summary and per-seed JSON already in OUT")
-    aw.set_defaults(run=run_study, study="adaptive_w")
+    studies = {  # command: (module in clp_min.studies, help, what its runs cache)
+        "utility-steering": ("utility_steering", "steer a KL-steered CLP to non-linear utilities on the enumerable "
+                             "task; exact regret against the optimum", "the trained CLP"),
+        "adaptive-w": ("adaptive_w", "the adaptive weighting sampler against the fixed training distributions, "
+                       "exact regret on the enumerable task", "the trained CLPs"),
+    }
+    for command, (module, help_text, cached) in studies.items():
+        st = groups.add_parser(command, help=help_text)
+        st.add_argument("--scale", default="small", choices=["quick", "small", "full"],
+                        help="quick: a smoke run; small: 500 RL steps per CLP; full: enum_exact's 2000")
+        st.add_argument("--seeds", default=None, help="comma-separated seeds (default: the scale's)")
+        st.add_argument("--out", default=f"runs/{module}", help="folder for per-seed JSON and summary.md")
+        st.add_argument("--runs", default=None, help=f"folder caching pi_ref and {cached} (default: OUT/runs)")
+        st.add_argument("--jobs", type=int, default=1, help="worker processes, one seed each")
+        st.add_argument("--overwrite", action="store_true",
+                        help="replace the summary and per-seed JSON already in OUT")
+        st.set_defaults(run=run_study, study=module)
 
     zs = groups.add_parser("zero-shot", help="zero-shot mixing of trained experts on the misalignment sweep "
                                              "(on-policy experts and the remedy, exact regret, P11's bound)")
