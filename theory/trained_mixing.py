@@ -18,6 +18,12 @@ P11 (trees): ``Delta^tr = J_w(p*) - J_w(q) = beta KL_seq(q || p*)`` and
     Delta^tr <= Delta^id + beta E + sqrt(E / 2) sum_t osc_{s_t} H_w(s_t),
                 E = sum_t E_{s_t~q} rate(beta d_w(s_t)) / beta  >=  KL_seq(q || q*)                 (bound)
     the same with E = sum_t E_{s_t~q} sum_i w_i (E_{q(.|s_t)} - E_{q*(.|s_t)}) e_i  (Jeffreys)   (bound)
+    the same with E = sum_t E_{s_t~q} sum_i w_i D_i(s_t)                             (convexity)  (bound)
+
+where ``D_i(s) = log E_{q(.|s)} exp(-e_i) + E_{q(.|s)} e_i >= 0`` is expert i's divergence from
+its optimum *measured with the mixture's tokens* (P11 (g); with the expert's own tokens it is
+``KL(pi_i || pi*_i)``), and exactly ``KL(q(.|s) || q*(.|s)) = log E_q exp(-f) + E_q f``,
+``f = sum_i w_i e_i`` (no ``q*`` needed).
 
 with ``rate(x) = min(x^2 / (8 beta), x)`` (theory.bounds.kl_rate) and ``H_w`` the
 one-step Hölder gap. Every expectation is over the prefixes the *trained
@@ -86,8 +92,12 @@ def trained_mixing_gap(tree: Tree, experts: list, w, beta: float) -> dict:
         experts: T arrays ``[m, V^t, V]``, log-probabilities of the m trained experts.
         w: ``[K, m]`` weightings (or ``[m]``).
     Returns ``[K]`` arrays ``regret``, ``ideal_regret``, ``kl_to_ideal`` (KL_seq(q || q*)),
-    ``visitation_term``, ``bound_stepwise`` (d), ``bound_ideal`` (e), ``bound_jeffreys`` (f), ``bound``
-    (their minimum); ``error_seen_by_mixture`` ``[K, m]`` (sum_t E_{s_t~q} (E_{q(.|s)} - E_{q*(.|s)}) e_i);
+    ``kl_to_ideal_from_errors`` (the same by (g)'s identity, from q and the errors alone),
+    ``visitation_term``, ``bound_stepwise`` (d), ``bound_ideal`` (e), ``bound_jeffreys`` (f),
+    ``bound_convex`` (g), ``bound`` (their minimum); ``divergence_under_mixture`` ``[K, m]``
+    (sum_t E_{s_t~q} D_i, (g)) and ``divergence_own`` ``[m]`` (the same with expert i's own tokens
+    and prefixes: KL_seq(pi_i || pi*_i));
+    ``error_seen_by_mixture`` ``[K, m]`` (sum_t E_{s_t~q} (E_{q(.|s)} - E_{q*(.|s)}) e_i);
     ``error_under_mixture`` ``[K, m]`` (sum_t E_{s_t~q} d_i), ``error_own`` ``[m]``
     (sum_t E_{s_t~pi_i} d_i), ``kl_error_under_mixture`` ``[K, m]`` and ``kl_error_own`` ``[m]``
     (the same with KL(pi*_i(.|s) || pi_i(.|s)) for d_i), ``own_regret`` ``[m]``
@@ -123,7 +133,18 @@ def trained_mixing_gap(tree: Tree, experts: list, w, beta: float) -> dict:
     out["error_seen_by_mixture"] = sum(np.einsum("ks,kms->km", probs_q[t], c[t]) for t in range(T))  # (K, m)
     E_J = np.maximum(np.einsum("km,km->k", w, out["error_seen_by_mixture"]), 0.0)  # >= KL_seq(q || q*) >= 0
     out["bound_jeffreys"] = out["ideal_regret"] + beta * E_J + np.sqrt(E_J / 2) * osc_H
-    out["bound"] = np.minimum(np.minimum(out["bound_stepwise"], out["bound_ideal"]), out["bound_jeffreys"])
+    # (g): KL(q || q*) = Lambda_q(-f) + E_q f exactly (f = sum_i w_i e_i) and <= sum_i w_i D_i by the
+    # convexity of the log-moment generating function Lambda_q(g) = log E_q e^g
+    err = [experts[t] - star[t] for t in range(T)]  # e_i by depth, (m, V^t, V)
+    f = [np.einsum("km,msv->ksv", w, err[t]) for t in range(T)]  # (K, V^t, V)
+    kl_state = [logsumexp(q[t] - f[t], axis=-1) + (np.exp(q[t]) * f[t]).sum(axis=-1) for t in range(T)]  # (K, V^t)
+    out["kl_to_ideal_from_errors"] = sum((probs_q[t] * kl_state[t]).sum(axis=1) for t in range(T))
+    D = [mixture_divergence(q[t], err[t]) for t in range(T)]  # (K, m, V^t)
+    out["divergence_under_mixture"] = sum(np.einsum("ks,kms->km", probs_q[t], D[t]) for t in range(T))  # (K, m)
+    E_D = np.einsum("km,km->k", w, out["divergence_under_mixture"])  # >= KL_seq(q || q*)
+    out["bound_convex"] = out["ideal_regret"] + beta * E_D + np.sqrt(E_D / 2) * osc_H
+    out["bound"] = np.minimum.reduce([out["bound_stepwise"], out["bound_ideal"], out["bound_jeffreys"],
+                                      out["bound_convex"]])
 
     kl_err = [kl_nonneg(star[t], experts[t]) for t in range(T)]  # KL(pi*_i(.|s) || pi_i(.|s)), (m, V^t)
     own = [tr.prefix_probs(tree, [lp[i:i + 1] for lp in experts]) for i in range(tree.m)]  # expert i's visitation
@@ -133,24 +154,45 @@ def trained_mixing_gap(tree: Tree, experts: list, w, beta: float) -> dict:
     out["kl_error_own"] = np.array([under(own[i], [x[i:i + 1] for x in kl_err])[0, 0] for i in range(tree.m)])
     out["own_regret"] = np.array([beta * chain_rule_kl(own[i], [lp[i:i + 1] for lp in experts],
                                                        [lp[i:i + 1] for lp in star])[0] for i in range(tree.m)])
+    out["divergence_own"] = out["own_regret"] / beta  # D_i with expert i's own tokens and prefixes: KL_seq(pi_i || pi*_i)
     return out
+
+
+def mixture_divergence(q_logp: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """P11 (g): ``D_i(s) = log E_{q(.|s)} exp(-e_i(.|s)) + E_{q(.|s)} e_i(.|s) >= 0``, expert i's error seen by ``q``.
+
+    Args: ``q_logp`` ``[K, S, V]`` the mixture's log-probs at S states; ``err`` ``[m, S, V]`` the
+    experts' errors ``e_i = log pi_i - log pi*_i``. Returns ``[K, m, S]``. It is 0 only where
+    ``pi_i(.|s) = pi*_i(.|s)``; with ``q = pi_i`` it is ``KL(pi_i || pi*_i)``. Jensen makes it
+    ``>= 0``; rounding below 0 is set to 0.
+    """
+    log_mgf = logsumexp(q_logp[:, None] - err[None], axis=-1)  # log E_q e^{-e_i}, (K, m, S)
+    mean = np.einsum("ksv,msv->kms", np.exp(q_logp), err)  # E_q e_i
+    return np.maximum(log_mgf + mean, 0.0)
 
 
 def bandit_mixing_gap(bandit: Bandit, log_experts, w, beta: float) -> dict:
     """P12: logit mixing (= Rewarded Soups of log-linear experts) of trained bandit experts.
 
     Args: ``log_experts`` ``[m, X, Y]``; ``w`` ``[K, m]``. Returns ``[K]`` arrays ``regret``
-    (``beta E_rho KL(q || pi*_w)``) and ``bound`` (``E_rho rate(beta d_w(x))``), and
-    ``d`` ``[m, X]`` (each expert's Hilbert distance from pi*_{e_i}, context by context).
+    (``beta E_rho KL(q || pi*_w)``), ``bound_rate`` (``E_rho rate(beta d_w(x))``, P11 (c)),
+    ``bound_convex`` (``beta E_rho sum_i w_i D_i(x)``, P11 (g)) and ``bound`` (their minimum);
+    ``d`` ``[m, X]`` (each expert's Hilbert distance from pi*_{e_i}, context by context) and
+    ``D`` ``[K, m, X]`` (P11 (g)'s divergence, measured with the mixture's responses).
     """
     beta = check_beta(beta)
     w = check_weights(w, bandit.m, "w")
     X, Y = bandit.ref_logp.shape
     log_experts = check_experts([log_experts], [(bandit.m, X, Y)], "log_experts")[0]
     q = logit_mix(log_experts, w)  # (K, X, Y)
-    d = hilbert_distance(log_experts, gibbs.per_reward_log_policies(bandit, beta))  # (m, X)
-    return {"regret": beta * gibbs.kl_to(bandit, q, gibbs.gibbs_log_policy(bandit, w, beta)),
-            "bound": kl_rate(beta * (w @ d), beta) @ bandit.context_probs, "d": d}
+    star = gibbs.per_reward_log_policies(bandit, beta)  # (m, X, Y)
+    d = hilbert_distance(log_experts, star)  # (m, X)
+    D = mixture_divergence(q, log_experts - star)  # (K, m, X)
+    out = {"regret": beta * gibbs.kl_to(bandit, q, gibbs.gibbs_log_policy(bandit, w, beta)),
+           "bound_rate": kl_rate(beta * (w @ d), beta) @ bandit.context_probs,
+           "bound_convex": beta * np.einsum("km,kmx,x->k", w, D, bandit.context_probs), "d": d, "D": D}
+    out["bound"] = np.minimum(out["bound_rate"], out["bound_convex"])
+    return out
 
 
 def feature_distance_bound(phi, delta) -> np.ndarray:

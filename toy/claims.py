@@ -52,7 +52,9 @@ DRIFT_GROWTH, OWN_UNCHANGED = 2.0, 0.005
 # E7: "small on-support regret": each expert's normalised regret at its own vertex at most 2%.
 SMALL_OWN_REGRET = 0.02
 # E7: P11 (f) tends to twice the regret for small errors (THEORY.md); a factor 4 leaves room for the
-# higher-order terms. Set after a first exploratory run (largest ratio seen there: 3.0).
+# higher-order terms. Set after a first exploratory run (largest ratio seen there: 3.0). The first full
+# run measured 4.7 with the bounds (d)-(f) alone (FAIL); the convexity bound (g) was then derived and
+# added to the minimum, and this factor was left unchanged.
 BOUND_FACTOR = 4.0
 # E8: agreement with the conic solver's optimum. Clarabel (1e-12) or ECOS (1e-8) report
 # objectives within ~1e-7 of the exact value (theory/solver.py's measurements), so 1e-6
@@ -248,10 +250,15 @@ def e7_claims(r: dict) -> list:
                "max over instances of grid-average bound / grid-average regret", "<=", BOUND_FACTOR,
                max(x["avg_bound"] / x["avg_regret"] for x in rows if x["avg_regret"] > 0)),
         _claim("E7e", "P11: the mixture's regret grows with the experts' error under the mixture's visitation",
-               "Spearman rank correlation over instances (interior weightings; error: sum_i w_i sum_t E_q d_i)",
-               ">=", STRONG_RANK_CORRELATION, r["spearman_error_under_mixture_regret"]),
-        _claim("E7f", "... and with their error under their own visitation",
-               "Spearman rank correlation over instances", None, 0, r["spearman_error_own_regret"]),
+               "Spearman rank correlation over instances (interior weightings; error: sum_i w_i sum_t E_q D_i, "
+               "P11 (g)'s divergence with the mixture's prefixes and tokens)",
+               ">=", STRONG_RANK_CORRELATION, r["spearman_divergence_under_mixture_regret"]),
+        _claim("E7f", "... and with the same divergence under the experts' own visitation (their own regret / beta)",
+               "Spearman rank correlation over instances", None, 0, r["spearman_divergence_own_regret"]),
+        _claim("E7f-hilbert", "The same with Hilbert's d_i (P11 (c)-(e)) as the error: under the mixture's visitation",
+               "Spearman rank correlation over instances", None, 0, r["spearman_error_under_mixture_regret"]),
+        _claim("E7f-hilbert-own", "... and under the experts' own visitation", "Spearman rank correlation over instances",
+               None, 0, r["spearman_error_own_regret"]),
         _claim("E7f-kl", "The same with KL(pi*_i(.|s) || pi_i(.|s)) as the error: under the mixture's visitation",
                "Spearman rank correlation over instances (not a bound: THEORY.md P11's remark)", None, 0,
                r["spearman_kl_error_under_mixture_regret"]),

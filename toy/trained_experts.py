@@ -89,6 +89,8 @@ def evaluate(tree, experts: list, beta: float, grid: np.ndarray) -> dict:
             "own_normalised": res["own_regret"] / vertex_scale,
             "error_own": res["error_own"], "error_under_mixture": res["error_under_mixture"],
             "avg_error_under_mixture": float(weighted[inner].mean()),
+            "avg_divergence_under_mixture": float((grid * res["divergence_under_mixture"]).sum(axis=1)[inner].mean()),
+            "avg_divergence_own": float(res["divergence_own"].mean()),
             "avg_kl_error_under_mixture": float((grid * res["kl_error_under_mixture"]).sum(axis=1)[inner].mean()),
             "avg_kl_error_own": float(res["kl_error_own"].mean()),
             "avg_error_own": float(res["error_own"].mean())}
@@ -128,6 +130,9 @@ def e7_trained_experts(cfg, progress: bool = True) -> dict:
     return {"rows": rows, "w1": grid[:, 0], "beta": cfg.e7_beta, "drift_series": series,
             "spearman_error_under_mixture_regret": float(spearmanr(err, reg).statistic),
             "spearman_error_own_regret": float(spearmanr([r["avg_error_own"] for r in rows], reg).statistic),
+            "spearman_divergence_under_mixture_regret": float(spearmanr(
+                [r["avg_divergence_under_mixture"] for r in rows], reg).statistic),
+            "spearman_divergence_own_regret": float(spearmanr([r["avg_divergence_own"] for r in rows], reg).statistic),
             "spearman_kl_error_under_mixture_regret": float(spearmanr([r["avg_kl_error_under_mixture"] for r in rows],
                                                                       reg).statistic),
             "spearman_kl_error_own_regret": float(spearmanr([r["avg_kl_error_own"] for r in rows], reg).statistic)}

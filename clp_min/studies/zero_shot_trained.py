@@ -175,7 +175,10 @@ def p11_terms(trees: list, per_expert: list, W: np.ndarray, scale_w: np.ndarray)
             "ideal_regret": float(np.mean(mean["ideal_regret"] / scale_w)),
             "error_under_mixture": mean["error_under_mixture"][inner].mean(axis=0).tolist(),
             "kl_error_under_mixture": mean["kl_error_under_mixture"][inner].mean(axis=0).tolist(),
-            "error_own": mean["error_own"].tolist(), "kl_error_own": mean["kl_error_own"].tolist()}
+            "error_own": mean["error_own"].tolist(), "kl_error_own": mean["kl_error_own"].tolist(),
+            "divergence_under_mixture": mean["divergence_under_mixture"][inner].mean(axis=0).tolist(),
+            "divergence_own": mean["divergence_own"].tolist(),
+            "bound_convex": float(np.mean(mean["bound_convex"] / scale_w))}
 
 
 def evaluate_seed(seed: int, scale: StudyScale, runs: Path) -> dict:
@@ -261,13 +264,16 @@ def write_report(results: list, out: Path) -> None:
              f"Scale: `{results[0]['scale']}`; {results[0]['prompts']} held-out prompts; seeds "
              f"{[r['seed'] for r in results]}. Average normalised regret over the grid (exact). CLP full: the "
              "committed sweep's number (results/clp_min/sweep; not retrained here). Experts: trained by this study "
-             "from pi_ref (on_policy: J_{e_i}; remedy: J averaged over pi_ref's prefixes). Errors: sum over depth of "
-             "the expected Hilbert distance (KL(pi* ‖ pi_i) in brackets) of each expert (coverage, knob) from its "
-             "optimum, under its own visitation and under the trained mixture's (interior weightings).", ""]
+             "from pi_ref (on_policy: J_{e_i}; remedy: J averaged over pi_ref's prefixes). P11 bound: the minimum of "
+             "(d)-(g) (THEORY.md). Errors of each expert (coverage, knob) from its optimum, summed over depth: "
+             "D_i (P11 (g), nats) under its own visitation and tokens (= KL_seq(pi_i ‖ pi*_i)) and under the trained "
+             "mixture's (interior weightings); then the mixture's Hilbert distance d_i (KL(pi* ‖ pi_i) in "
+             "brackets).", ""]
     for r in results:
         lines += [f"## seed {r['seed']}", "", "| s | eps_1 | ideal | CLP full | regime | logit mixing | P11 bound | "
-                  "Rewarded Soups | expert regret (cov, knob) | error own (cov, knob) | error under mixture (cov, knob) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "Rewarded Soups | expert regret (cov, knob) | D own (cov, knob) | D under mixture (cov, knob) | "
+                  "Hilbert (KL) under mixture (cov, knob) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for t in r["tasks"]:
             clp = "—" if t["clp_full_committed"] is None else f"{t['clp_full_committed']:.4f}"
             for regime in REGIMES:
@@ -277,7 +283,8 @@ def write_report(results: list, out: Path) -> None:
                              f"{clp} | {regime} | {t['regret'][f'logit mixing ({regime})']:.4f} | {x['bound']:.4f} | "
                              f"{t['regret'][f'Rewarded Soups ({regime})']:.4f} | "
                              f"{x['expert_regret']['coverage']:.4f}, {x['expert_regret']['knob']:.4f} | "
-                             f"{pair(x['error_own'], x['kl_error_own'])} | "
+                             f"{x['divergence_own'][0]:.3f}, {x['divergence_own'][1]:.3f} | "
+                             f"{x['divergence_under_mixture'][0]:.3f}, {x['divergence_under_mixture'][1]:.3f} | "
                              f"{pair(x['error_under_mixture'], x['kl_error_under_mixture'])} |")
         lines.append("")
     (out / "report.md").write_text("\n".join(lines) + "\n")

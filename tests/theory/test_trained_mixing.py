@@ -15,7 +15,7 @@ from theory import tree as tr
 from theory.instances import Bandit, Tree
 from theory.loglinear import feature_bandit, loglinear_log_policy, realisable_optimum
 from theory.mixing import mix_parameters
-from theory.trained_mixing import bandit_mixing_gap, feature_distance_bound, trained_mixing_gap
+from theory.trained_mixing import bandit_mixing_gap, feature_distance_bound, mixture_divergence, trained_mixing_gap
 
 
 def _noisy_experts(tree: Tree, beta: float, seed: int) -> list:
@@ -86,8 +86,73 @@ def test_p11_bounds_hold_against_brute_force_regret(tree, beta, seed, data):
         assert got["bound_stepwise"][k] >= regret - _tol(tree, beta)
         assert got["bound_ideal"][k] >= regret - _tol(tree, beta)
         assert got["bound_jeffreys"][k] >= regret - _tol(tree, beta)
-    np.testing.assert_array_equal(got["bound"], np.minimum(np.minimum(got["bound_stepwise"], got["bound_ideal"]),
-                                                           got["bound_jeffreys"]))
+        assert got["bound_convex"][k] >= regret - _tol(tree, beta)
+    np.testing.assert_array_equal(got["bound"], np.minimum.reduce([got["bound_stepwise"], got["bound_ideal"],
+                                                                   got["bound_jeffreys"], got["bound_convex"]]))
+
+
+@given(trees(max_V=3, max_T=3, max_m=3), betas(), st.integers(0, 2 ** 32 - 1), st.data())
+def test_p11g_identity_equals_brute_force_kl_to_the_ideal(tree, beta, seed, data):
+    """(g)'s identity KL(q || q*) = log E_q e^{-f} + E_q f, summed under q's visitation, against
+    KL_seq(q || q*) by enumerating sequences. Catches the E_q f term dropped, e^{+f} for e^{-f},
+    f with w_i^2 (each tried by hand)."""
+    w = data.draw(simplex_stack(2, tree.m))
+    experts = _noisy_experts(tree, beta, seed)
+    got = trained_mixing_gap(tree, experts, w, beta)
+    for k in range(len(w)):
+        want = _brute(tree, experts, w[k], beta)["kl_to_ideal"]
+        np.testing.assert_allclose(got["kl_to_ideal_from_errors"][k], want, rtol=1e-7, atol=_tol(tree, beta) / beta)
+
+
+def _same_optimum(tree: Tree) -> Tree:
+    """Rewards r_1 + c_i: the per-reward optima coincide (aligned, P8)."""
+    return Tree.from_arrays(tree.vocab, tree.horizon, np.concatenate(tree.ref_logp),
+                            tree.rewards[:, :1] + np.arange(tree.m)[None])
+
+
+@given(trees(max_V=3, max_T=3, max_m=3), betas(), st.integers(0, 2 ** 32 - 1), st.data())
+def test_p11g_is_the_regret_when_the_experts_errors_coincide(tree, beta, seed, data):
+    """One optimum, the same trained expert for every reward (errors of any size): Jensen's step is an
+    equality, so beta E_D equals the brute-force regret. Catches D_i without its centring term, a
+    factor 1/2, the divergence taken under q* instead of q (tried by hand)."""
+    tree = _same_optimum(tree)
+    rng = np.random.default_rng(seed)
+    one = [log_softmax(lp[:1] + rng.uniform(0.1, 2.0) * rng.normal(size=lp[:1].shape), axis=-1)
+           for lp in tr.per_reward_token_policies(tree, beta)]
+    experts = [np.repeat(lp, tree.m, axis=0) for lp in one]
+    w = data.draw(simplex_stack(2, tree.m))
+    got = trained_mixing_gap(tree, experts, w, beta)
+    for k in range(len(w)):
+        regret = _brute(tree, experts, w[k], beta)["regret"]
+        np.testing.assert_allclose(got["bound_convex"][k], regret, rtol=1e-7, atol=_tol(tree, beta))
+
+
+def test_p11g_small_error_ratio_is_one_over_w_when_one_expert_errs():
+    """Tightness: expert 1 exact, expert 2 off by eps g: regret -> w_2^2 Var_q(g) eps^2 / 2 and
+    beta E_D -> w_2 Var_q(g) eps^2 / 2, so bound / regret -> 1 / w_2. Catches D_i scaled by w_i
+    inside (exact, ratio 1) and the Jeffreys form in its place (ratio 2)."""
+    beta = 0.5
+    tree = _two_token_tree([0.3, 0.7])
+    ref = tree.ref_logp[0]
+    experts = [np.stack([ref, log_softmax(ref + np.array([0.0, 1e-4]), axis=-1)])]
+    for w2 in (0.2, 0.5, 0.9):
+        got = trained_mixing_gap(tree, experts, np.array([[1 - w2, w2]]), beta)
+        np.testing.assert_allclose(got["bound_convex"][0] / got["regret"][0], 1 / w2, rtol=1e-3)
+
+
+def test_p11g_divergence_with_the_experts_own_tokens_is_its_kl():
+    """D_i measured with pi_i's own tokens is KL(pi_i || pi*_i) (by hand with plain sums); with another
+    policy's tokens it is not. Catches log E e^{+e} for log E e^{-e} and a dropped mean."""
+    rng = np.random.default_rng(3)
+    star = log_softmax(rng.normal(size=(2, 4, 5)), axis=-1)  # (m, S, V)
+    mine = log_softmax(star + rng.normal(size=star.shape), axis=-1)
+    D = mixture_divergence(mine[:1], mine - star)  # expert 0's own tokens, (1, m, S)
+    p, p_star = np.exp(mine[0]), np.exp(star[0])
+    np.testing.assert_allclose(D[0, 0], (p * np.log(p / p_star)).sum(axis=-1), rtol=1e-12)
+    q = np.exp(mine[1])  # expert 1's tokens: by hand log sum_a q pi*/pi - sum_a q log(pi*/pi)
+    want = np.log((q * p_star / p).sum(axis=-1)) - (q * np.log(p_star / p)).sum(axis=-1)
+    np.testing.assert_allclose(mixture_divergence(mine[1:], mine - star)[0, 0], want, rtol=1e-12)
+    assert np.all(np.abs(want - (p * np.log(p / p_star)).sum(axis=-1)) > 1e-3)
 
 
 def _two_token_tree(ref_probs) -> Tree:
@@ -106,15 +171,16 @@ def test_p11_per_state_constants_are_attained():
     Catches 1/8 -> 1/4 (ratio 0.5) and a dropped beta in the rate."""
     beta, w = 0.7, np.array([[0.0, 1.0]])
     tree = _two_token_tree([0.5, 0.5])
+    rate = lambda got: np.minimum(got["bound_stepwise"], got["bound_ideal"])  # noqa: E731 (c)'s rate, summed
     small = trained_mixing_gap(tree, _off_by(tree, 1e-3), w, beta)
-    assert 0.999 < small["regret"][0] / small["bound"][0] <= 1.0
+    assert 0.999 < small["regret"][0] / rate(small)[0] <= 1.0
     d = 200.0  # the worst pi_ref for the linear term puts mass ~ d e^{-d} on the tilted token
     ratios = []
     for log_p in np.linspace(-d - 10, -d + 10, 81):
         tree = _two_token_tree([1 - np.exp(log_p), np.exp(log_p)])
         got = trained_mixing_gap(tree, _off_by(tree, d), w, beta)
-        assert got["regret"][0] <= got["bound"][0] * (1 + 1e-12)
-        ratios.append(got["regret"][0] / got["bound"][0])
+        assert got["regret"][0] <= rate(got)[0] * (1 + 1e-12)
+        ratios.append(got["regret"][0] / rate(got)[0])
     assert 0.95 < max(ratios) <= 1.0  # 1 - O(log d / d)
 
 
@@ -181,6 +247,13 @@ def test_no_kl_of_an_expert_from_its_optimum_bounds_the_mixture():
     np.testing.assert_allclose(got["regret"][0], 0.6718, atol=1e-4)
     np.testing.assert_allclose(got["d"][0, 0], np.log(small / tiny) - np.log((1 - small) / (1 - tiny)), rtol=1e-12)
     assert got["regret"][0] <= got["bound"][0]
+    # (g)'s divergence sees the rare token through the mixture: D_1 = 5.72 nats (plain sums here)
+    q = np.array([np.sqrt((1 - small) * tiny), np.sqrt(small * (1 - tiny))])
+    q /= q.sum()  # the mixture (0.0032, 0.9968)
+    ratio = p_star / p
+    np.testing.assert_allclose(got["D"][0, 0, 0], np.log(q @ ratio) - q @ np.log(ratio), rtol=1e-9)
+    np.testing.assert_allclose(got["D"][0, 0, 0], 5.72, atol=0.01)
+    assert got["regret"][0] <= got["bound_convex"][0] <= 0.5 * beta * 5.73
 
 
 @given(st.integers(0, 2 ** 32 - 1), betas(), st.data())
