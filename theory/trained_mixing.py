@@ -154,7 +154,7 @@ def trained_mixing_gap(tree: Tree, experts: list, w, beta: float) -> dict:
     out["kl_error_own"] = np.array([under(own[i], [x[i:i + 1] for x in kl_err])[0, 0] for i in range(tree.m)])
     out["own_regret"] = np.array([beta * chain_rule_kl(own[i], [lp[i:i + 1] for lp in experts],
                                                        [lp[i:i + 1] for lp in star])[0] for i in range(tree.m)])
-    out["divergence_own"] = out["own_regret"] / beta  # D_i with expert i's own tokens and prefixes: KL_seq(pi_i || pi*_i)
+    out["divergence_own"] = out["own_regret"] / beta  # D_i with expert i's own tokens and prefixes: KL_seq(pi_i||pi*_i)
     return out
 
 

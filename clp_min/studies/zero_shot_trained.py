@@ -253,6 +253,25 @@ def run(out, seeds, scale: StudyScale, runs, jobs: int = 1) -> list:
     return results
 
 
+def ranking_lines(results: list) -> list:
+    """Over every (seed, s, regime) cell: Spearman of the trained mixture's excess over the ideal with the experts'
+    mean ``D`` under the mixture's visitation and under their own (P11 (g); a line each, none below 3 cells)."""
+    from scipy.stats import spearmanr
+
+    cells = [(t["regret"][f"logit mixing ({g})"] - t["regret"]["ideal zero-shot"],
+              np.mean(t[g]["divergence_under_mixture"]), np.mean(t[g]["divergence_own"]))
+             for r in results for t in r["tasks"] for g in REGIMES]
+    if len(cells) < 3:
+        return []
+    excess, mix, own = np.array(cells).T
+    return ["## What the regret follows", "",
+            f"Over the {len(cells)} (seed, s, regime) cells, Spearman rank correlation of logit mixing's regret minus "
+            f"the ideal's with the experts' mean D under the mixture's visitation: "
+            f"{spearmanr(excess, mix).statistic:.2f}; under their own visitation: "
+            f"{spearmanr(excess, own).statistic:.2f}.",
+            ""]
+
+
 def write_report(results: list, out: Path) -> None:
     """``report.md`` (one table per seed) and ``regret_vs_s.png`` (mean over seeds, the bound dashed)."""
     import matplotlib
@@ -287,6 +306,7 @@ def write_report(results: list, out: Path) -> None:
                              f"{x['divergence_under_mixture'][0]:.3f}, {x['divergence_under_mixture'][1]:.3f} | "
                              f"{pair(x['error_under_mixture'], x['kl_error_under_mixture'])} |")
         lines.append("")
+    lines += ranking_lines(results)
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
     s = np.array([t["strength"] for t in results[0]["tasks"]])
