@@ -44,7 +44,7 @@ from clp_min.interop.hf import HFCausalLM
 SCOPE = ["model.transformer.h.*", "model.transformer.ln_f.*"]  # GPT-2 under HFCausalLM: all but wte, wpe
 M = 2
 TRL_OPTIONS = {"generation_kwargs": {"use_cache": False},  # GRPOConfig / RLOOConfig: generate without a cache,
-               "gradient_checkpointing": False}  # and no activation checkpointing (the same gradient)
+               "activation_checkpointing": False}  # nor activation checkpointing (MixedCLM has none; same gradient)
 
 
 def _classes():
