@@ -306,17 +306,20 @@ def figure(result: dict, path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    setting = lambda run: run["method"].removeprefix("mixed: ")  # noqa: E731  one colour per setting
+    colours = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(map(setting, result["runs"])))}
     for run in result["runs"]:
         steps = [s for s, _, _ in run["curve"]]
         for ax, k in zip(axes, (1, 2)):
             ax.plot(steps, [p[k] for p in run["curve"]], marker="o", ms=3, label=run["method"],
-                    ls="--" if run.get("conditioning") == "mixed" else "-")
+                    color=colours[setting(run)], ls="--" if run.get("conditioning") == "mixed" else "-")
     for ax, title in zip(axes, ("held-out prompts", "training prompts")):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
         ax.axhline(0, color="gray", lw=0.5)
     axes[0].set_ylabel("mean exact normalised regret")
-    axes[1].legend(fontsize=5)  # dashed: parameter-mixed
+    axes[1].legend(fontsize=5)
+    fig.suptitle("solid: weighting written as a prompt token; dashed: parameter-mixed", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
