@@ -79,9 +79,9 @@ def _classes():
             self.levels = config.levels
 
         def forward(self, input_ids, attention_mask=None, past_key_values=None, **kwargs):
-            if past_key_values is not None and (not hasattr(past_key_values, "get_seq_length")
-                                                or past_key_values.get_seq_length() > 0):
-                raise ValueError("past_key_values: MixedCLM runs without a cache (generate with use_cache=False)")
+            for name, cache in (("past_key_values", past_key_values), ("cache", kwargs.get("cache"))):
+                if cache is not None and (not hasattr(cache, "get_seq_length") or cache.get_seq_length() > 0):
+                    raise ValueError(f"{name}: MixedCLM runs without a cache (generate with use_cache=False)")
             B, N = input_ids.shape
             if N < 2:
                 raise ValueError(f"input_ids: needs the level token and at least one token, got {N} positions")

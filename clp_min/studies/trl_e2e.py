@@ -252,7 +252,8 @@ def run_method(args) -> dict:
 
 
 def run_all(cfg: E2EConfig, jobs: int = 1, progress=None, conditioning: str = "both") -> dict:
-    """Every method of ``METHODS`` with that conditioning (in ``jobs`` processes); ``progress(done, total)`` after each."""
+    """Every method of ``METHODS`` with that conditioning (in ``jobs`` processes); ``progress(done, total)``
+    after each."""
     import multiprocessing
 
     work = [(cfg, name) for name in methods_of(conditioning)]
