@@ -27,14 +27,18 @@ def add_parser(groups) -> None:
     p.add_argument("--jobs", type=int, default=1, help="processes, one cell each at a time")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     p.set_defaults(run=run_trl)
-    e = sub.add_parser("trl-e2e", help="CLPs trained by TRL's own trainers (weighting written in the prompt), "
-                                       "exact regret")
+    e = sub.add_parser("trl-e2e", help="CLPs trained by TRL's own trainers (weighting in the prompt, written or "
+                                       "turned into mixed parameters), exact regret")
     e.add_argument("--out", required=True, help="output folder (e2e.json, e2e.md, regret.png)")
     e.add_argument("--steps", type=int, default=300, help="training steps of every method")
     e.add_argument("--eval-every", type=int, default=50, help="steps between exact evaluations")
     e.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of every method (constant)")
     e.add_argument("--seed", type=int, default=0, help="seed of the models and the training draws")
     e.add_argument("--jobs", type=int, default=1, help="processes, one method each at a time")
+    e.add_argument("--conditioning", default="both",
+                   help="how the weighting reaches the model: written (a prompt token a plain GPT-2 reads), mixed "
+                        "(the token is stripped and sets theta(w) = w_1 theta_1 + w_2 theta_2 of a parameter-mixed "
+                        "GPT-2) or both (default)")
     e.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     e.set_defaults(run=run_e2e)
 
@@ -75,13 +79,16 @@ def run_e2e(args) -> int:
     for name in ("steps", "eval_every", "jobs"):
         if getattr(args, name) < 1:
             raise ValueError(f"{name.replace('_', '-')}: must be a positive integer, got {getattr(args, name)}")
+    trl_e2e.methods_of(args.conditioning)  # refuses an unknown conditioning
     if args.steps % args.eval_every:
         raise ValueError(f"eval-every: {args.eval_every} does not divide steps = {args.steps}")
     cfg = trl_e2e.E2EConfig(steps=args.steps, eval_every=args.eval_every, lr=args.lr, seed=args.seed)
-    print(f"clp oracle trl-e2e: {len(trl_e2e.METHODS)} methods x {cfg.steps} steps", file=sys.stderr, flush=True)
+    n = len(trl_e2e.methods_of(args.conditioning))
+    print(f"clp oracle trl-e2e: {n} methods x {cfg.steps} steps", file=sys.stderr, flush=True)
     with output_folder(args.out, E2E_FILES, overwrite=args.overwrite) as out:  # locked while it runs
         result = trl_e2e.run_all(cfg, args.jobs, lambda done, total: print(f"  {done}/{total} methods",
-                                                                           file=sys.stderr, flush=True))
+                                                                           file=sys.stderr, flush=True),
+                                   args.conditioning)
         result["machine"] = f"{os.cpu_count()} CPUs, {args.jobs} processes, {platform.platform()}"
         (out / "e2e.json").write_text(json.dumps(result, indent=1) + "\n")
         (out / "e2e.md").write_text(trl_e2e.markdown(result))

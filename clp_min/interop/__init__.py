@@ -7,6 +7,8 @@
 - ``trl``: the enumerable task fed to TRL's ``GRPOTrainer`` / ``RLOOTrainer`` (word-level tokenizer,
   a weighting column, pi_ref as the reference), so that TRL's own loss can be checked by
   ``clp_min.oracle.gradcheck`` (``clp oracle trl``).
+- ``trl_mixed``: ``MixedCLM``, a parameter-mixed (``ParamConditioned``) GPT-2 that TRL's trainers accept
+  as a model, reading the weighting from the prompt's first token (``clp oracle trl-e2e --conditioning mixed``).
 
 Optional dependencies (transformers, peft, trl) are imported inside the functions that need them.
 """

@@ -132,7 +132,8 @@ def build_trainer(algorithm: str, model, pi_ref, task: tk.TaskConfig, folder, G:
 
     ``options`` go to ``GRPOConfig`` / ``RLOOConfig`` (``loss_type``, ``scale_rewards``,
     ``use_bias_correction_kl``, ``multi_objective_aggregation``, ``normalize_advantages`` ...).
-    ``model`` is saved under ``folder`` and reloaded, so TRL's reference is rebuilt from there. ``rows``: the
+    ``model`` is saved under ``folder`` and reloaded, so TRL's reference is rebuilt from there; ``pi_ref=None``
+    keeps that rebuilt reference (the initial policy: ``clp_min.interop.trl_mixed``). ``rows``: the
     training dataset (``prompt``, ``x``, ``w`` per row) for ``trainer.train()``; a placeholder when the caller
     feeds batches itself (``trl_loss``).
     """
@@ -143,7 +144,7 @@ def build_trainer(algorithm: str, model, pi_ref, task: tk.TaskConfig, folder, G:
 
     folder = Path(folder)
     tokenizer = word_tokenizer(task.vocab, fixed_length)
-    for m in (model, pi_ref):
+    for m in (model, pi_ref) if pi_ref is not None else (model,):
         for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
             setattr(m.config, key, tokenizer.eos_token_id)
             setattr(m.generation_config, key, tokenizer.eos_token_id)
@@ -158,7 +159,7 @@ def build_trainer(algorithm: str, model, pi_ref, task: tk.TaskConfig, folder, G:
     rows = rows or [{"prompt": "t1", "x": [1] * task.prompt_len, "w": [1.0 / task.m] * task.m}]
     trainer = Trainer(model=model, reward_funcs=reward_functions(task), args=args,
                       train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
-    if beta > 0:
+    if beta > 0 and pi_ref is not None:
         trainer.ref_model.load_state_dict(pi_ref.state_dict())
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer's training loop, read by compute_loss
     trainer.model.train()

@@ -1,15 +1,21 @@
 """End to end: a CLP trained by TRL's own trainer with per-example weightings, evaluated exactly.
 
-The weighting is written into the prompt (``WrittenWeighting``): with ``m = 2`` and the grid
-``w_1 in {0, 1/4, 1/2, 3/4, 1}`` (``LEVELS = 4``), the token ``q = round(4 w_1)`` (an id ``0 .. 4``,
-so ``V >= 5``) goes before the task's prompt. Works with any TRL model: TRL only sees a prompt.
+Two ways the weighting reaches the model (``CONDITIONINGS``), both through the prompt's first token:
+with ``m = 2`` and the grid ``w_1 in {0, 1/4, 1/2, 3/4, 1}`` (``LEVELS = 4``), the token
+``q = round(4 w_1)`` (an id ``0 .. 4``, so ``V >= 5``) goes before the task's prompt.
+
+- ``written``: a plain GPT-2 reads the token like any other (``WrittenWeighting``). Works with any
+  TRL model. The reference reads the same written prompt (TRL computes ``pi_ref``'s log-probs on the
+  policy's inputs), so ``J_w``'s reference is ``pi_ref(y | q(w), x)``.
+- ``mixed``: parameter mixing, ``theta(w) = w_1 theta_1 + w_2 theta_2`` over the transformer blocks
+  (``clp_min.interop.trl_mixed.MixedCLM``: reads ``q``, strips it, runs the ``ParamConditioned`` GPT-2 at
+  ``w`` on the task's prompt). Every ``theta_i`` starts at pi_ref's weights; the reference is that initial
+  policy, ``pi_ref(y | x)``, which ignores ``w`` (TRL rebuilds it from the saved initial model).
+
+Every method of one conditioning, and the exact optimum, use that conditioning's reference.
 Training weightings are drawn as ``clp train`` draws them (Dirichlet with vertices,
 ``clp_min.weightings.draw_weightings``) and rounded to the grid, so training and evaluation weightings
 are the grid's.
-
-The reference reads the same written prompt (TRL computes ``pi_ref``'s log-probs on the
-policy's inputs), so ``J_w``'s reference is ``pi_ref(y | q(w), x)``: every method below, and the
-exact optimum, use that one.
 
 Methods at equal sampled completions (``steps x P x G``): TRL's GRPO and RLOO (``trainer.train()``,
 constant learning rate, Adam, no gradient clipping) and clp_min's RLOO (the same loss as
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -31,14 +38,17 @@ import torch.nn as nn
 
 from clp_min import rl
 from clp_min import task as tk
+from clp_min.conditioning import ParamConditioned, Unconditioned
 from clp_min.decoding import sample
 from clp_min.interop import trl as ta
+from clp_min.interop import trl_mixed as tm
 from clp_min.interop.hf import HFCausalLM
 from clp_min.oracle import gradcheck, kit
 from clp_min.weightings import draw_weightings
 
 LEVELS = 4
 GRID = np.array([[q / LEVELS, 1 - q / LEVELS] for q in range(LEVELS + 1)])  # (K, 2)
+CONDITIONINGS = ("written", "mixed")
 
 
 def level_tokens(w: torch.Tensor, B: int) -> torch.Tensor:
@@ -128,7 +138,17 @@ def mean_regret(policy, ref, task, prompts, beta) -> float:
     return float(np.mean(out))
 
 
-def run_trl(cfg: E2EConfig, algorithm: str, options: dict, progress=None) -> list:
+def reference(conditioning: str, pi_ref) -> nn.Module:
+    """``ref(w, idx)``: pi_ref reading the written token (written) or ignoring ``w`` (mixed: the initial policy)."""
+    return WrittenWeighting(HFCausalLM(pi_ref)) if conditioning == "written" else Unconditioned(HFCausalLM(pi_ref))
+
+
+def clp_policy(conditioning: str, model) -> nn.Module:
+    """clp_min's ``policy(w, idx)`` view of a model TRL trains (a plain GPT-2, or a ``MixedCLM``)."""
+    return WrittenWeighting(HFCausalLM(model)) if conditioning == "written" else model.policy
+
+
+def run_trl(cfg: E2EConfig, algorithm: str, options: dict, conditioning: str = "written", progress=None) -> list:
     """TRL's own ``trainer.train()``; exact held-out regret every ``eval_every`` steps ``[(step, regret)]``."""
     from transformers import TrainerCallback
 
@@ -137,13 +157,15 @@ def run_trl(cfg: E2EConfig, algorithm: str, options: dict, progress=None) -> lis
     rows = [{"prompt": ta.prompt_text(torch.cat([level_tokens(w[s, p], 1)[0], x[s, p]])[None])[0],
              "x": x[s, p].tolist(), "w": w[s, p].tolist()} for s in range(cfg.steps) for p in range(cfg.prompts)]
     model, pi_ref = lm(cfg, task.vocab), lm(cfg, task.vocab)  # the policy starts at pi_ref
-    ref = WrittenWeighting(HFCausalLM(pi_ref))
+    ref = reference(conditioning, pi_ref)
+    if conditioning == "mixed":  # every theta_i = pi_ref's weights; TRL's reference is this initial model
+        model, pi_ref, options = tm.mixed_clm(model, LEVELS), None, {**options, **tm.TRL_OPTIONS}
     curve = []
 
     class Evaluate(TrainerCallback):
         def on_step_end(self, args, state, control, model=None, **kwargs):
             if state.global_step % cfg.eval_every == 0:
-                curve.append((state.global_step, *evaluate(WrittenWeighting(HFCausalLM(trainer.model)), ref, task,
+                curve.append((state.global_step, *evaluate(clp_policy(conditioning, trainer.model), ref, task,
                                                            cfg.beta)))
                 if progress:
                     progress(algorithm, state.global_step)
@@ -153,19 +175,20 @@ def run_trl(cfg: E2EConfig, algorithm: str, options: dict, progress=None) -> lis
                                    per_device_train_batch_size=cfg.prompts * cfg.G, max_steps=cfg.steps,
                                    learning_rate=cfg.lr, lr_scheduler_type="constant", max_grad_norm=0.0,
                                    shuffle_dataset=False, seed=cfg.seed, **options)
-        curve.append((0, *evaluate(WrittenWeighting(HFCausalLM(trainer.model)), ref, task, cfg.beta)))
+        curve.append((0, *evaluate(clp_policy(conditioning, trainer.model), ref, task, cfg.beta)))
         trainer.add_callback(Evaluate())
         trainer.train()
-        return curve, effective_beta(WrittenWeighting(HFCausalLM(trainer.model)), ref, task)
+        return curve, effective_beta(clp_policy(conditioning, trainer.model), ref, task)
 
 
-def run_clp_min(cfg: E2EConfig, estimator: str, progress=None) -> list:
+def run_clp_min(cfg: E2EConfig, estimator: str, conditioning: str = "written", progress=None) -> list:
     """clp_min's RLOO (``G`` samples per prompt) or exact estimator on the same draws, model and optimiser."""
     task = task_of(cfg)
     x, w = training_draws(cfg, task)
     pi_ref = lm(cfg, task.vocab)
-    ref = WrittenWeighting(HFCausalLM(pi_ref))
-    policy = WrittenWeighting(HFCausalLM(copy.deepcopy(pi_ref)))
+    ref = reference(conditioning, pi_ref)
+    policy = (WrittenWeighting(HFCausalLM(copy.deepcopy(pi_ref))) if conditioning == "written"
+              else ParamConditioned(HFCausalLM(copy.deepcopy(pi_ref)), 2, tm.SCOPE))  # the same as MixedCLM's
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     curve = [(0, *evaluate(policy, ref, task, cfg.beta))]
@@ -192,31 +215,48 @@ def run_clp_min(cfg: E2EConfig, estimator: str, progress=None) -> list:
     return curve, effective_beta(policy, ref, task)
 
 
-METHODS = {  # name: (runner, argument)
-    "trl grpo defaults (dapo, group std, KL correction)": ("trl", ("grpo", {})),
-    "trl grpo dr_grpo, scale none, KL correction": ("trl", ("grpo", {"loss_type": "dr_grpo", "scale_rewards": "none"})),
-    "trl grpo dr_grpo, scale none, no KL correction": ("trl", ("grpo", {"loss_type": "dr_grpo", "scale_rewards": "none",
-                                                                         "use_bias_correction_kl": False})),
-    "trl rloo defaults": ("trl", ("rloo", {})),
-    "clp_min rloo": ("clp_min", "rloo"),
-    "clp_min exact": ("clp_min", "exact"),
+TRL_SETTINGS = {  # name: (algorithm, options)
+    "trl grpo defaults (dapo, group std, KL correction)": ("grpo", {}),
+    "trl grpo dr_grpo, scale none, KL correction": ("grpo", {"loss_type": "dr_grpo", "scale_rewards": "none"}),
+    "trl grpo dr_grpo, scale none, no KL correction": ("grpo", {"loss_type": "dr_grpo", "scale_rewards": "none",
+                                                                "use_bias_correction_kl": False}),
+    "trl rloo defaults": ("rloo", {}),
 }
+MIXED_SKIPPED = ("trl grpo dr_grpo, scale none, no KL correction",)  # the written rows already separate it
+METHODS = {  # name: (conditioning, runner, argument); written rows keep their historical names
+    **{name: ("written", "trl", arg) for name, arg in TRL_SETTINGS.items()},
+    "clp_min rloo": ("written", "clp_min", "rloo"),
+    "clp_min exact": ("written", "clp_min", "exact"),
+    **{f"mixed: {name}": ("mixed", "trl", arg) for name, arg in TRL_SETTINGS.items() if name not in MIXED_SKIPPED},
+    "mixed: clp_min rloo": ("mixed", "clp_min", "rloo"),
+    "mixed: clp_min exact": ("mixed", "clp_min", "exact"),
+}
+
+
+def methods_of(conditioning: str = "both") -> list:
+    """The names of ``METHODS`` with that conditioning (``written``, ``mixed`` or ``both``)."""
+    if conditioning not in (*CONDITIONINGS, "both"):
+        raise ValueError(f"conditioning: unknown {conditioning!r}; choose from {(*CONDITIONINGS, 'both')}")
+    return [name for name, (c, _, _) in METHODS.items() if conditioning in (c, "both")]
 
 
 def run_method(args) -> dict:
     cfg, name = args
     torch.set_num_threads(1)
-    kind, arg = METHODS[name]
-    curve, by_beta = run_trl(cfg, *arg) if kind == "trl" else run_clp_min(cfg, arg)
-    return {"method": name, "curve": curve, "final_heldout_regret": curve[-1][1], "final_train_regret": curve[-1][2],
-            "train_regret_by_beta": by_beta}
+    conditioning, kind, arg = METHODS[name]
+    start = time.perf_counter()
+    curve, by_beta = (run_trl(cfg, *arg, conditioning) if kind == "trl" else run_clp_min(cfg, arg, conditioning))
+    return {"method": name, "conditioning": conditioning, "curve": curve, "final_heldout_regret": curve[-1][1],
+            "final_train_regret": curve[-1][2], "train_regret_by_beta": by_beta,
+            "seconds": round(time.perf_counter() - start, 1)}
 
 
-def run_all(cfg: E2EConfig, jobs: int = 1, progress=None) -> dict:
-    """Every method of ``METHODS`` (in ``jobs`` processes); ``progress(done, total)`` after each."""
+def run_all(cfg: E2EConfig, jobs: int = 1, progress=None, conditioning: str = "both") -> dict:
+    """Every method of ``METHODS`` with that conditioning (in ``jobs`` processes); ``progress(done, total)``
+    after each."""
     import multiprocessing
 
-    work = [(cfg, name) for name in METHODS]
+    work = [(cfg, name) for name in methods_of(conditioning)]
     results = []
     if jobs == 1:
         for job in work:
@@ -238,14 +278,17 @@ def markdown(result: dict) -> str:
              f"V = {c['vocab']}, L = {c['prompt_len']}, T = {c['response_len']}, beta = {c['beta']}, "
              f"{c['prompts']} prompts x "
              f"G = {c['G']} completions per step, {c['steps']} steps, Adam lr {c['lr']:g} (constant, no clipping), "
-             f"{c['model']} (1 layer); weighting written as a prompt token on the grid w_1 in 0, 1/4, .., 1; "
-             f"mean exact normalised regret over the grid (0 = optimum, 1 = pi_ref). Machine: "
+             f"{c['model']} (1 layer); the weighting is the prompt's first token, on the grid w_1 in 0, 1/4, .., 1: "
+             f"written (a plain model reads it; pi_ref reads it too) or mixed (stripped and turned into "
+             f"theta(w) = w_1 theta_1 + w_2 theta_2 over the transformer blocks; pi_ref = the initial policy, which "
+             f"ignores w); mean exact normalised regret over the grid (0 = optimum, 1 = pi_ref). Machine: "
              f"{result.get('machine', '?')}.\n",
-             "| method | held-out regret | training-prompt regret | curve (step: held-out) |", "|---|---|---|---|"]
+             "| method | conditioning | held-out regret | training-prompt regret | curve (step: held-out) | seconds |",
+             "|---|---|---|---|---|---|"]
     for run in result["runs"]:
         curve = ", ".join(f"{s}: {h:.3f}" for s, h, _ in run["curve"])
-        lines.append(f"| {run['method']} | {run['final_heldout_regret']:.3f} | {run['final_train_regret']:.3f} | "
-                     f"{curve} |")
+        lines.append(f"| {run['method']} | {run.get('conditioning', 'written')} | {run['final_heldout_regret']:.3f} | "
+                     f"{run['final_train_regret']:.3f} | {curve} | {run.get('seconds', '-')} |")
     betas = list(result["runs"][0]["train_regret_by_beta"])
     lines += ["\nWhat each final policy optimised: its regret on the training prompts against J_w at other KL "
               "weights (trained at beta = %g; the smallest regret marks the objective it is nearest the optimum of).\n"
@@ -263,17 +306,21 @@ def figure(result: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    setting = lambda run: run["method"].removeprefix("mixed: ")  # noqa: E731  one colour per setting
+    colours = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(map(setting, result["runs"])))}
     for run in result["runs"]:
         steps = [s for s, _, _ in run["curve"]]
         for ax, k in zip(axes, (1, 2)):
-            ax.plot(steps, [p[k] for p in run["curve"]], marker="o", ms=3, label=run["method"])
+            ax.plot(steps, [p[k] for p in run["curve"]], marker="o", ms=3, label=run["method"],
+                    color=colours[setting(run)], ls="--" if run.get("conditioning") == "mixed" else "-")
     for ax, title in zip(axes, ("held-out prompts", "training prompts")):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
         ax.axhline(0, color="gray", lw=0.5)
     axes[0].set_ylabel("mean exact normalised regret")
-    axes[1].legend(fontsize=6)
+    axes[1].legend(fontsize=5)
+    fig.suptitle("solid: weighting written as a prompt token; dashed: parameter-mixed", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

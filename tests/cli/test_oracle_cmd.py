@@ -27,12 +27,19 @@ def test_bad_options_refused(tmp_path, capsys, args, field):
 
 
 def test_e2e_smoke(tmp_path, capsys):
-    """One training step of every method: the files, the regret at step 0 (= pi_ref) is 1 for every method."""
+    """One training step of every method, written and parameter-mixed: the files, the regret at step 0 (= pi_ref)
+    is 1 for every method (the mixed model starts at its reference), and the step moves every policy."""
     out = tmp_path / "e2e"
     assert main(["oracle", "trl-e2e", "--out", str(out), "--steps", "1", "--eval-every", "1"]) == 0
     result = json.loads((out / "e2e.json").read_text())
-    assert len(result["runs"]) == 6 and (out / "regret.png").stat().st_size > 0
+    assert len(result["runs"]) == 11 and (out / "regret.png").stat().st_size > 0
+    assert [r["conditioning"] for r in result["runs"]].count("mixed") == 5
     for run in result["runs"]:
         assert run["curve"][0][1] == pytest.approx(1.0) and run["curve"][-1][0] == 1
+        assert run["curve"][-1][1] != pytest.approx(1.0, abs=1e-6)
+    assert "| mixed: clp_min exact | mixed |" in (out / "e2e.md").read_text()
     assert main(["oracle", "trl-e2e", "--out", str(out), "--steps", "4", "--eval-every", "3"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("clp: error: out:")
+    assert main(["oracle", "trl-e2e", "--out", str(tmp_path / "x"), "--conditioning", "prompt"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("clp: error: conditioning:")

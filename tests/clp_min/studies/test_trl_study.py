@@ -32,3 +32,15 @@ def test_written_weighting_is_one_policy():
     logits_a, _ = policy(torch.tensor([0.0, 1.0]), prompt)
     logits_b, _ = policy(torch.tensor([1.0, 0.0]), prompt)
     assert logits_a.shape == (2, 3, 5) and not torch.allclose(logits_a, logits_b)  # the weighting reaches the model
+
+
+def test_methods_by_conditioning():
+    """The written rows keep the names of the committed results; the mixed rows compare TRL and clp_min on one model."""
+    written = trl_e2e.methods_of("written")
+    assert written[:4] == list(trl_e2e.TRL_SETTINGS) and written[4:] == ["clp_min rloo", "clp_min exact"]
+    mixed = trl_e2e.methods_of("mixed")
+    assert len(mixed) == 5 and all(n.startswith("mixed: ") for n in mixed)
+    assert {n.removeprefix("mixed: ") for n in mixed} >= {"trl rloo defaults", "clp_min rloo", "clp_min exact"}
+    assert trl_e2e.methods_of("both") == written + mixed
+    with pytest.raises(ValueError, match="^conditioning:"):
+        trl_e2e.methods_of("prompt")
