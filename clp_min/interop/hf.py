@@ -75,6 +75,9 @@ def _from_pairs(cache: tuple):
 
 def _to_pairs(hf_cache) -> tuple:
     """The ``(k, v)`` pair of every layer of a transformers cache, ``[B, nh, L, hs]`` each."""
+    if hf_cache is None:
+        raise ValueError("model: returned no key/value cache although use_cache=True (transformers turns the "
+                         "cache off under gradient checkpointing in training mode); call model.eval() first")
     if hasattr(hf_cache, "layers"):  # transformers >= 4.56
         for layer in hf_cache.layers:
             if type(layer).__name__ not in ("DynamicLayer", "DynamicSlidingWindowLayer"):

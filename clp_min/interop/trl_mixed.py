@@ -43,8 +43,15 @@ from clp_min.interop.hf import HFCausalLM
 
 SCOPE = ["model.transformer.h.*", "model.transformer.ln_f.*"]  # GPT-2 under HFCausalLM: all but wte, wpe
 M = 2
-TRL_OPTIONS = {"generation_kwargs": {"use_cache": False},  # GRPOConfig / RLOOConfig: generate without a cache,
-               "activation_checkpointing": False}  # nor activation checkpointing (MixedCLM has none; same gradient)
+def trl_options() -> dict:
+    """GRPOConfig / RLOOConfig options MixedCLM needs: generate without a cache, and no activation checkpointing
+    (MixedCLM has none; the gradient is the same). transformers 5.25 names the latter ``activation_checkpointing``,
+    5.17 ``gradient_checkpointing``: the name the installed ``TrainingArguments`` has is used."""
+    from transformers import TrainingArguments
+
+    fields = TrainingArguments.__dataclass_fields__
+    name = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    return {"generation_kwargs": {"use_cache": False}, name: False}
 
 
 def _classes():

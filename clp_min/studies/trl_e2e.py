@@ -129,12 +129,22 @@ def effective_beta(policy, ref, task) -> dict:
 
 
 def mean_regret(policy, ref, task, prompts, beta) -> float:
-    """Exact normalised regret on ``prompts``, averaged over the grid (each weighting with its own written prompt)."""
+    """Exact normalised regret on ``prompts``, averaged over the grid (each weighting with its own written prompt).
+
+    The policy is scored in eval mode and handed back in the mode it came in: during ``trainer.train()``
+    TRL's model is in training mode, where transformers turns the key/value cache off under gradient
+    checkpointing, and the exact evaluation decodes with the cache.
+    """
+    was_training = policy.training
+    policy.eval()
     out = []
-    for w in GRID:
-        wt = torch.as_tensor(w)
-        check = kit.exact_regret(policy, lambda idx, wt=wt: ref(wt, idx), task, prompts, w[None], beta, tol=1.0)
-        out.append(float(check.numbers["normalised_regret"][0]))
+    try:
+        for w in GRID:
+            wt = torch.as_tensor(w)
+            check = kit.exact_regret(policy, lambda idx, wt=wt: ref(wt, idx), task, prompts, w[None], beta, tol=1.0)
+            out.append(float(check.numbers["normalised_regret"][0]))
+    finally:
+        policy.train(was_training)
     return float(np.mean(out))
 
 
@@ -159,7 +169,7 @@ def run_trl(cfg: E2EConfig, algorithm: str, options: dict, conditioning: str = "
     model, pi_ref = lm(cfg, task.vocab), lm(cfg, task.vocab)  # the policy starts at pi_ref
     ref = reference(conditioning, pi_ref)
     if conditioning == "mixed":  # every theta_i = pi_ref's weights; TRL's reference is this initial model
-        model, pi_ref, options = tm.mixed_clm(model, LEVELS), None, {**options, **tm.TRL_OPTIONS}
+        model, pi_ref, options = tm.mixed_clm(model, LEVELS), None, {**options, **tm.trl_options()}
     curve = []
 
     class Evaluate(TrainerCallback):

@@ -132,6 +132,19 @@ def test_attention_mask_of_the_wrong_length_is_refused():
         lm(_idx(T=1), cache=cache, attention_mask=torch.ones(3, 2))
 
 
+def test_a_model_that_drops_its_cache_is_refused_naming_eval_mode():
+    """Gradient checkpointing in training mode makes transformers return no cache (the TRL end-to-end
+    evaluation met it on transformers 5.17): a one-line error naming the fix, not an AttributeError;
+    in eval mode the same model decodes."""
+    model = _gpt2()
+    model.gradient_checkpointing_enable()
+    model.train()
+    with pytest.raises(ValueError, match=r"^model: returned no key/value cache .* call model.eval\(\) first"):
+        HFCausalLM(model)(_idx(T=3))
+    logits, cache = HFCausalLM(model.eval())(_idx(T=3))
+    assert len(cache) == 2 and logits.shape[-1] == V
+
+
 class _Cache5(torch.nn.Module):  # signatures of transformers 5.x, 4.x, and a bare **kwargs forward
     def forward(self, input_ids=None, cache=None, use_cache=None, **kwargs): ...
 

@@ -70,7 +70,7 @@ def test_trl_logps_and_reference(tmp_path):
     TRL's rebuilt reference equals pi_ref (the initial policy ignores w)."""
     pi_ref = ta.tiny_causal_lm("gpt2", TASK.vocab, 1)
     tr = ta.build_trainer("grpo", tm.mixed_clm(ta.tiny_causal_lm("gpt2", TASK.vocab, 1)), None, TASK, tmp_path, G,
-                          BETA, **tm.TRL_OPTIONS)
+                          BETA, **tm.trl_options())
     with torch.no_grad():  # move the policy away from the reference after TRL rebuilt it
         for theta in tr.model.policy.thetas:
             theta[0] += 0.3 * torch.randn(theta[0].shape, generator=torch.Generator().manual_seed(0))
@@ -98,7 +98,7 @@ def test_trl_training_moves_the_copies_the_weighting_uses(tmp_path):
     before = [t.detach().clone() for t in model.policy.thetas]
     rows = [{"prompt": f"t4 t{p + 1} t2", "x": [p + 1, 2], "w": [1.0, 0.0]} for p in range(4)]
     tr = ta.build_trainer("rloo", model, None, TASK, tmp_path, G, BETA, rows=rows, max_steps=2, learning_rate=1e-2,
-                          per_device_train_batch_size=2 * G, shuffle_dataset=False, **tm.TRL_OPTIONS)
+                          per_device_train_batch_size=2 * G, shuffle_dataset=False, **tm.trl_options())
     tr.train()
     after = list(tr.model.policy.thetas)
     assert all(not torch.equal(a[0], b[0]) for a, b in zip(after, before))
