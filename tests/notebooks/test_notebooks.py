@@ -108,7 +108,8 @@ def test_notebook_runs_and_checks_exercises(source, kernel_dir):
 
 
 @pytest.mark.parametrize("stem", ["01_gibbs_and_mixing", "02_sequences_and_alignment", "03_multitask_training",
-                                  "05_exact_oracle", "06_checking_a_loss"])
+                                  "05_exact_oracle", "06_checking_a_loss",
+                                  "07_trained_experts"])
 def test_notebook_asserts_what_it_teaches(stem):
     """These notebooks check their claims with ``assert`` in code cells (besides the exercise checks), so a
     run fails when a claim stops holding; printing alone would not."""
