@@ -79,12 +79,11 @@ def run_e2e(args) -> int:
     for name in ("steps", "eval_every", "jobs"):
         if getattr(args, name) < 1:
             raise ValueError(f"{name.replace('_', '-')}: must be a positive integer, got {getattr(args, name)}")
-    trl_e2e.methods_of(args.conditioning)  # refuses an unknown conditioning
+    methods = trl_e2e.methods_of(args.conditioning)  # refuses an unknown conditioning
     if args.steps % args.eval_every:
         raise ValueError(f"eval-every: {args.eval_every} does not divide steps = {args.steps}")
     cfg = trl_e2e.E2EConfig(steps=args.steps, eval_every=args.eval_every, lr=args.lr, seed=args.seed)
-    n = len(trl_e2e.methods_of(args.conditioning))
-    print(f"clp oracle trl-e2e: {n} methods x {cfg.steps} steps", file=sys.stderr, flush=True)
+    print(f"clp oracle trl-e2e: {len(methods)} methods x {cfg.steps} steps", file=sys.stderr, flush=True)
     with output_folder(args.out, E2E_FILES, overwrite=args.overwrite) as out:  # locked while it runs
         result = trl_e2e.run_all(cfg, args.jobs, lambda done, total: print(f"  {done}/{total} methods",
                                                                            file=sys.stderr, flush=True),

@@ -129,15 +129,15 @@ def trained_mixing_gap(tree: Tree, experts: list, w, beta: float) -> dict:
     out["bound_ideal"] = out["ideal_regret"] + beta * E + np.sqrt(E / 2) * osc_H
     # (f): KL(q || q*) <= Jeffreys = sum_i w_i (E_q - E_q*) e_i at each state; c_i is expert i's
     # error as the mixture sees it, (K, m, V^t) by depth
-    c = [np.einsum("kav,mav->kma", np.exp(q[t]) - np.exp(q_star[t]), experts[t] - star[t]) for t in range(T)]
+    err = [experts[t] - star[t] for t in range(T)]  # e_i by depth, (m, V^t, V)
+    c = [np.einsum("kav,mav->kma", np.exp(q[t]) - np.exp(q_star[t]), err[t]) for t in range(T)]
     out["error_seen_by_mixture"] = sum(np.einsum("ks,kms->km", probs_q[t], c[t]) for t in range(T))  # (K, m)
     E_J = np.maximum(np.einsum("km,km->k", w, out["error_seen_by_mixture"]), 0.0)  # >= KL_seq(q || q*) >= 0
     out["bound_jeffreys"] = out["ideal_regret"] + beta * E_J + np.sqrt(E_J / 2) * osc_H
     # (g): KL(q || q*) = Lambda_q(-f) + E_q f exactly (f = sum_i w_i e_i) and <= sum_i w_i D_i by the
     # convexity of the log-moment generating function Lambda_q(g) = log E_q e^g
-    err = [experts[t] - star[t] for t in range(T)]  # e_i by depth, (m, V^t, V)
     f = [np.einsum("km,msv->ksv", w, err[t]) for t in range(T)]  # (K, V^t, V)
-    kl_state = [logsumexp(q[t] - f[t], axis=-1) + (np.exp(q[t]) * f[t]).sum(axis=-1) for t in range(T)]  # (K, V^t)
+    kl_state = [centred_log_mgf(q[t], f[t]) for t in range(T)]  # (K, V^t)
     out["kl_to_ideal_from_errors"] = sum((probs_q[t] * kl_state[t]).sum(axis=1) for t in range(T))
     D = [mixture_divergence(q[t], err[t]) for t in range(T)]  # (K, m, V^t)
     out["divergence_under_mixture"] = sum(np.einsum("ks,kms->km", probs_q[t], D[t]) for t in range(T))  # (K, m)
@@ -166,9 +166,15 @@ def mixture_divergence(q_logp: np.ndarray, err: np.ndarray) -> np.ndarray:
     ``pi_i(.|s) = pi*_i(.|s)``; with ``q = pi_i`` it is ``KL(pi_i || pi*_i)``. Jensen makes it
     ``>= 0``; rounding below 0 is set to 0.
     """
-    log_mgf = logsumexp(q_logp[:, None] - err[None], axis=-1)  # log E_q e^{-e_i}, (K, m, S)
-    mean = np.einsum("ksv,msv->kms", np.exp(q_logp), err)  # E_q e_i
-    return np.maximum(log_mgf + mean, 0.0)
+    return np.maximum(centred_log_mgf(q_logp[:, None], err[None]), 0.0)  # (K, m, S)
+
+
+def centred_log_mgf(q_logp: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``log E_q e^{-g} + E_q g`` over the last axis (token), ``q_logp`` and ``g`` broadcast against each other.
+
+    P11 (g): with ``g = f = sum_i w_i e_i`` it is ``KL(q || q*)`` at the state; with ``g = e_i``, ``D_i``.
+    """
+    return logsumexp(q_logp - g, axis=-1) + (np.exp(q_logp) * g).sum(axis=-1)
 
 
 def bandit_mixing_gap(bandit: Bandit, log_experts, w, beta: float) -> dict:

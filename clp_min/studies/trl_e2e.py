@@ -198,7 +198,7 @@ def run_clp_min(cfg: E2EConfig, estimator: str, conditioning: str = "written", p
     pi_ref = lm(cfg, task.vocab)
     ref = reference(conditioning, pi_ref)
     policy = (WrittenWeighting(HFCausalLM(copy.deepcopy(pi_ref))) if conditioning == "written"
-              else ParamConditioned(HFCausalLM(copy.deepcopy(pi_ref)), 2, tm.SCOPE))  # the same as MixedCLM's
+              else ParamConditioned(HFCausalLM(copy.deepcopy(pi_ref)), tm.M, tm.SCOPE))  # MixedCLM's
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     curve = [(0, *evaluate(policy, ref, task, cfg.beta))]
